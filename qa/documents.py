@@ -1,0 +1,242 @@
+"""Finding documents on disk and splitting them into passages with exact character offsets.
+
+Offsets index the file's text as stored: decoded as UTF-8, a leading BOM dropped, and no
+newline translation (``open(path, encoding="utf-8-sig", newline="").read()``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import config
+from .errors import QAError
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # path relative to the documents folder, with forward slashes
+    text: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Passage:
+    source: str
+    start: int
+    end: int
+    text: str
+    paragraph: int  # 1-based position of the passage inside its document
+    title: str = ""  # the document's headline, when it has one
+
+    @property
+    def search_text(self) -> str:
+        """What retrieval indexes: the passage, led by its document's title for context."""
+        if not self.title or self.text.startswith(self.title[:40]):
+            return self.text
+        return f"{self.title}\n{self.text}"
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the cheap freshness check compares: name, size and modification time."""
+
+    source: str
+    size: int
+    mtime_ns: int
+
+
+def read_text(path: Path) -> str:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return f.read()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _is_ignored(name: str) -> bool:
+    return (
+        name.startswith(".")
+        or name.startswith("~$")
+        or name.endswith("~")
+        or (name.startswith("#") and name.endswith("#"))
+    )
+
+
+def iter_document_paths(root: Path) -> Iterator[tuple[str, Path]]:
+    """Yield (source id, path) for every document under ``root``, sorted by source id.
+
+    Hidden and editor temp files are ignored; symbolic links are followed only while they
+    point inside ``root``.
+    """
+    root = Path(root)
+    real_root = root.resolve()
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not _is_ignored(d))
+        for name in filenames:
+            if _is_ignored(name) or not name.lower().endswith(config.DOCUMENT_SUFFIXES):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(real_root) or not target.is_file():
+                    continue
+            found.append((path.relative_to(root).as_posix(), path))
+    found.sort()
+    yield from found
+
+
+def scan_states(root: Path) -> list[FileState]:
+    states = []
+    for source, path in iter_document_paths(root):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        states.append(FileState(source, st.st_size, st.st_mtime_ns))
+    return states
+
+
+def load_document(root: Path, source: str, path: Path) -> Document:
+    """Read one document. Raises QAError with a one-line reason when it cannot be used."""
+    size = path.stat().st_size
+    if size > config.MAX_FILE_BYTES:
+        raise QAError(
+            f"{source}: {size / 1e6:.1f} MB is over the {config.MAX_FILE_BYTES / 1e6:.0f} MB "
+            "limit per document (set QA_MAX_FILE_BYTES to raise it)"
+        )
+    try:
+        text = read_text(path)
+    except UnicodeDecodeError as e:
+        raise QAError(f"{source}: not UTF-8 text (byte {e.start}); skipped") from None
+    if "\x00" in text:
+        raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
+    return Document(source, text, content_hash(text))
+
+
+_BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[ \t\f\v]*(?:\r\n|\r|\n)\s*")
+_LINE_BREAK = re.compile(r"(?:\r\n|\r|\n)\s*")
+# A sentence ends at . ! ? (optionally followed by closing quotes or brackets) before whitespace.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s)")
+_WORD = re.compile(r"\w+")
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Paragraph spans: separated by blank lines, or by line breaks when there are none."""
+    separator = _BLANK_LINE if _BLANK_LINE.search(text) else _LINE_BREAK
+    spans = []
+    pos = 0
+    for m in separator.finditer(text):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(text)))
+    return [s for s in (_trim(text, a, b) for a, b in spans) if s is not None]
+
+
+def _trim(text: str, start: int, end: int) -> tuple[int, int] | None:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return (start, end) if start < end else None
+
+
+def is_fragment(block: str) -> bool:
+    """Headlines, bylines and one-line page furniture ("Most Popular", "Read also:")."""
+    words = len(_WORD.findall(block))
+    if words < config.FRAGMENT_MAX_WORDS:
+        return True
+    ends_sentence = block.rstrip()[-1:] in ".!?\"”’)…"
+    return not ends_sentence and words <= config.HEADLINE_MAX_WORDS and "\n" not in block
+
+
+def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Sentence spans of ``text[start:end]`` by punctuation, trimmed, as absolute offsets."""
+    end = len(text) if end is None else end
+    spans = []
+    pos = start
+    for m in _SENTENCE_END.finditer(text, start, end):
+        spans.append((pos, m.end()))
+        pos = m.end()
+    spans.append((pos, end))
+    return [s for s in (_trim(text, a, b) for a, b in spans) if s is not None]
+
+
+def _windows(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    """Split a long span at sentence boundaries into windows overlapping by one sentence."""
+    if end - start <= max_chars:
+        return [(start, end)]
+    sentences: list[tuple[int, int]] = []
+    for a, b in sentence_spans(text, start, end):
+        while b - a > max_chars:  # a run-on "sentence": cut at the last space that fits
+            cut = text.rfind(" ", a + 1, a + max_chars)
+            cut = cut if cut > a else a + max_chars
+            sentences.append((a, cut))
+            a = cut
+            while a < b and text[a].isspace():
+                a += 1
+        if a < b:
+            sentences.append((a, b))
+    windows = []
+    i = 0
+    while i < len(sentences):
+        j = i
+        while j + 1 < len(sentences) and sentences[j + 1][1] - sentences[i][0] <= max_chars:
+            j += 1
+        windows.append((sentences[i][0], sentences[j][1]))
+        if j + 1 >= len(sentences):
+            break
+        i = j if j > i else j + 1  # overlap: the next window repeats the last sentence
+    return windows
+
+
+def split_spans(text: str, max_chars: int = config.MAX_PASSAGE_CHARS) -> list[tuple[int, int]]:
+    """Passage spans of a document.
+
+    Fragments are merged into the paragraph that follows them (a headline introduces what
+    comes next); fragments at the end of a document join the paragraph before them.
+    """
+    merged: list[tuple[int, int]] = []
+    pending: int | None = None  # start of a run of fragments waiting for a paragraph
+    for a, b in _blocks(text):
+        if is_fragment(text[a:b]):
+            if pending is None:
+                pending = a
+            continue
+        if pending is not None:
+            a, pending = pending, None
+        merged.append((a, b))
+    if pending is not None:
+        if merged:
+            merged[-1] = (merged[-1][0], len(text.rstrip()))
+        else:
+            merged.append((pending, len(text.rstrip())))
+    spans = []
+    for a, b in merged:
+        spans.extend(_windows(text, a, b, max_chars))
+    return spans
+
+
+def document_title(text: str, max_chars: int = 300) -> str:
+    """The run of headline-like blocks that opens a document ("# " marks stripped), if any."""
+    parts = []
+    for a, b in _blocks(text):
+        block = text[a:b]
+        if not is_fragment(block):
+            break
+        parts.append(block.lstrip("#").strip())
+    return " ".join(" ".join(parts).split())[:max_chars]
+
+
+def split_document(doc: Document, max_chars: int = config.MAX_PASSAGE_CHARS) -> list[Passage]:
+    title = document_title(doc.text)
+    return [
+        Passage(doc.source, a, b, doc.text[a:b], i + 1, title)
+        for i, (a, b) in enumerate(split_spans(doc.text, max_chars))
+    ]

@@ -1,0 +1,5 @@
+"""The one exception type users see: its message is a complete one-line explanation."""
+
+
+class QAError(Exception):
+    pass

@@ -1,0 +1,347 @@
+"""Building, loading and checking the index: passages, dense vectors (FAISS), BM25 and the
+reader's annotations, kept side by side in one committed version (see ``store``)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import config, store
+from .documents import (
+    Passage,
+    content_hash,
+    iter_document_paths,
+    load_document,
+    read_text,
+    scan_states,
+    split_document,
+)
+from .errors import QAError
+
+log = logging.getLogger("qa")
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# An annotator turns passage texts into named tables: for each passage a block of rows.
+Annotator = Callable[[list[str]], dict[str, list[np.ndarray]]]
+
+EXACT_SEARCH_MAX = 50_000  # above this many passages the dense index is HNSW
+HNSW_PARAMS = {"M": 32, "efConstruction": 80, "efSearch": 128}
+
+
+@dataclass
+class BuildReport:
+    documents: int
+    passages: int
+    embedded: int  # passages encoded in this build
+    reused: int  # passages whose vectors came from the previous version
+    skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
+    seconds: float = 0.0
+
+
+def passage_key(text: str, model_id: str) -> bytes:
+    return hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=16).digest()
+
+
+class Index:
+    """A loaded, immutable index version. Arrays are memory-mapped; searches are thread-safe."""
+
+    def __init__(self, index_dir: Path, manifest: dict, vdir: Path):
+        import faiss
+
+        self.dir = Path(index_dir)
+        self.manifest = manifest
+        self.version = manifest["version_dir"]
+        self.sources: list[str] = manifest["source_names"]
+        self.passage_source = store.load_array(vdir, "passage_source")
+        self.passage_start = store.load_array(vdir, "passage_start")
+        self.passage_end = store.load_array(vdir, "passage_end")
+        self.passage_paragraph = store.load_array(vdir, "passage_paragraph")
+        self.passage_keys = store.load_array(vdir, "passage_keys")
+        self.text_offsets = store.load_array(vdir, "text_offsets")
+        self.text_bytes = store.load_array(vdir, "texts")
+        self.vectors = store.load_array(vdir, "vectors")
+        self.dense = faiss.read_index(str(vdir / "dense.faiss"))
+        if "efSearch" in manifest["dense"]["params"]:
+            self.dense.hnsw.efSearch = manifest["dense"]["params"]["efSearch"]
+        self._bm25 = _load_bm25(vdir / "bm25")
+        self.tables = {
+            name: (store.load_array(vdir, f"{name}.ptr"), store.load_array(vdir, f"{name}.rows"))
+            for name in manifest.get("tables", [])
+        }
+
+    def __len__(self) -> int:
+        return len(self.passage_start)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest["model"]["id"]
+
+    def text(self, i: int) -> str:
+        a, b = self.text_offsets[i], self.text_offsets[i + 1]
+        return self.text_bytes[a:b].tobytes().decode("utf-8")
+
+    def passage(self, i: int) -> Passage:
+        return Passage(
+            source=self.sources[int(self.passage_source[i])],
+            start=int(self.passage_start[i]),
+            end=int(self.passage_end[i]),
+            text=self.text(i),
+            paragraph=int(self.passage_paragraph[i]),
+        )
+
+    def rows(self, table: str, i: int) -> np.ndarray:
+        ptr, rows = self.tables[table]
+        return rows[ptr[i] : ptr[i + 1]]
+
+    def dense_search(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, len(self))
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores, ids = self.dense.search(query_vector.reshape(1, -1).astype(np.float32), k)
+        keep = ids[0] >= 0
+        return ids[0][keep], scores[0][keep]
+
+    def sparse_search(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._bm25.get_tokens_ids(query_terms)
+        if not ids or len(self) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = self._bm25.get_scores_from_ids(ids)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        top = top[scores[top] > 0]
+        return top, scores[top]
+
+
+def _load_bm25(path: Path):
+    import bm25s
+
+    return bm25s.BM25.load(str(path), mmap=True, allow_pickle=False)
+
+
+def load(index_dir: Path, checksums: bool = True) -> Index | None:
+    """Load the current version, or None when there is none. Raises IndexCorrupt."""
+    manifest = store.read_manifest(index_dir)
+    if manifest is None:
+        return None
+    vdir = store.verify(index_dir, manifest, checksums=checksums)
+    try:
+        return Index(index_dir, manifest, vdir)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise store.IndexCorrupt(f"index {vdir} cannot be loaded: {e}".splitlines()[0]) from None
+
+
+def stale_reasons(seeds_dir: Path, manifest: dict | None, model_id: str) -> list[str]:
+    """Why the index no longer matches the documents (empty when it does).
+
+    Names, sizes and modification times are compared first; a file that only looks changed is
+    confirmed by its content hash, so touching a file does not force a rebuild.
+    """
+    if manifest is None:
+        return ["no index has been built"]
+    if manifest["model"]["id"] != model_id:
+        return [f"embedding model changed ({manifest['model']['id']} -> {model_id})"]
+    known: dict = {**manifest["sources"], **manifest.get("skipped_files", {})}
+    reasons = []
+    current = {s.source: s for s in scan_states(Path(seeds_dir))}
+    for source in sorted(set(known) - set(current)):
+        reasons.append(f"removed: {source}")
+    for source, state in current.items():
+        meta = known.get(source)
+        if meta is None:
+            reasons.append(f"added: {source}")
+        elif meta["size"] != state.size or meta["mtime_ns"] != state.mtime_ns:
+            try:
+                changed = content_hash(read_text(Path(seeds_dir) / source)) != meta["sha256"]
+            except (OSError, UnicodeDecodeError):
+                changed = "error" not in meta
+            if changed:
+                reasons.append(f"edited: {source}")
+    return reasons
+
+
+def build(
+    seeds_dir: Path,
+    index_dir: Path,
+    encoder,
+    annotator: Annotator | None = None,
+    progress: Progress | None = None,
+    previous: Index | None = None,
+) -> tuple[dict, BuildReport]:
+    """Index every document under ``seeds_dir`` into a new committed version.
+
+    Vectors and annotations of passages whose text is unchanged are reused from ``previous``.
+    Only one builder writes an index at a time; a second one waits for the first.
+    """
+    with store.build_lock(Path(index_dir)):
+        return _build(seeds_dir, index_dir, encoder, annotator, progress, previous)
+
+
+def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
+    t0 = time.perf_counter()
+    seeds_dir, index_dir = Path(seeds_dir), Path(index_dir)
+    if not seeds_dir.is_dir():
+        raise QAError(f"documents folder {seeds_dir} does not exist")
+    passages: list[Passage] = []
+    sources: dict[str, dict] = {}
+    skipped: dict[str, dict] = {}
+    for source, path in iter_document_paths(seeds_dir):
+        st = path.stat()
+        try:
+            doc = load_document(seeds_dir, source, path)
+        except QAError as e:
+            log.warning("%s", e)
+            skipped[source] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "error": str(e)}
+            continue
+        doc_passages = split_document(doc)
+        if not doc_passages:
+            skipped[source] = {
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "sha256": doc.sha256,
+                "error": f"{source}: empty document",
+            }
+            continue
+        sources[source] = {
+            "sha256": doc.sha256,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "passages": len(doc_passages),
+            "chars": len(doc.text),
+        }
+        passages.extend(doc_passages)
+    if not passages:
+        raise QAError(f"no readable .txt or .md documents with text in {seeds_dir}")
+
+    texts = [p.text for p in passages]
+    search_texts = [p.search_text for p in passages]
+    keys = [passage_key(t, encoder.model_id) for t in search_texts]
+    old_rows: dict[bytes, int] = {}
+    if previous is not None and previous.model_id == encoder.model_id:
+        old_rows = {bytes(k): i for i, k in enumerate(previous.passage_keys)}
+    reuse = [old_rows.get(k) for k in keys]
+    new_idx = [i for i, r in enumerate(reuse) if r is None]
+
+    def encode_progress(done: int, total: int) -> None:
+        if progress:
+            progress("embedding", done, total)
+
+    new_vectors = encoder.encode([search_texts[i] for i in new_idx], progress=encode_progress)
+    vectors = np.empty((len(texts), encoder.dimension), dtype=np.float32)
+    if new_idx:
+        vectors[new_idx] = new_vectors
+    for i, r in enumerate(reuse):
+        if r is not None:
+            vectors[i] = previous.vectors[r]
+
+    tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if annotator is not None:
+        if progress:
+            progress("analysing", 0, len(new_idx))
+        fresh = annotator([texts[i] for i in new_idx]) if new_idx else None
+        names = list(fresh) if fresh else list(previous.tables) if previous else []
+        position = {i: n for n, i in enumerate(new_idx)}
+        for name in names:
+            blocks = []
+            for i, r in enumerate(reuse):
+                if r is None:
+                    blocks.append(fresh[name][position[i]])
+                else:
+                    blocks.append(np.asarray(previous.rows(name, r)))
+            tables[name] = _stack_blocks(blocks)
+
+    dense_meta = _dense_meta(len(texts))
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seeds_dir": str(seeds_dir.resolve()),
+        "model": {"id": encoder.model_id, "dimension": int(vectors.shape[1])},
+        "dense": dense_meta,
+        "counts": {"documents": len(sources), "passages": len(passages)},
+        "source_names": sorted(sources),
+        "sources": sources,
+        "skipped_files": skipped,
+        "tables": sorted(tables),
+    }
+
+    def write(vdir: Path) -> None:
+        _write_passages(vdir, passages, manifest["source_names"], keys)
+        store.save_array(vdir, "vectors", vectors)
+        _write_dense(vdir, vectors, dense_meta)
+        _write_bm25(vdir / "bm25", search_texts)
+        for name, (ptr, rows) in tables.items():
+            store.save_array(vdir, f"{name}.ptr", ptr)
+            store.save_array(vdir, f"{name}.rows", rows)
+
+    manifest = store.commit(index_dir, write, manifest)
+    report = BuildReport(
+        documents=len(sources),
+        passages=len(passages),
+        embedded=len(new_idx),
+        reused=len(passages) - len(new_idx),
+        skipped={s: m["error"] for s, m in skipped.items()},
+        seconds=time.perf_counter() - t0,
+    )
+    return manifest, report
+
+
+def _stack_blocks(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ptr = np.zeros(len(blocks) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(b) for b in blocks])
+    non_empty = [b for b in blocks if len(b)]
+    if non_empty:
+        rows = np.concatenate(non_empty)
+    else:
+        rows = np.zeros((0,) + tuple(blocks[0].shape[1:]) if blocks else (0,), dtype=np.int32)
+    return ptr, rows
+
+
+def _dense_meta(n: int) -> dict:
+    if n <= EXACT_SEARCH_MAX:
+        return {"type": "flat-ip", "params": {}}
+    return {"type": "hnsw-ip", "params": dict(HNSW_PARAMS)}
+
+
+def _write_passages(vdir: Path, passages: list[Passage], names: list[str], keys) -> None:
+    position = {name: i for i, name in enumerate(names)}
+    encoded = [p.text.encode("utf-8") for p in passages]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in encoded])
+    store.save_array(vdir, "texts", np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    store.save_array(vdir, "text_offsets", offsets)
+    store.save_array(
+        vdir, "passage_source", np.array([position[p.source] for p in passages], np.int32)
+    )
+    store.save_array(vdir, "passage_start", np.array([p.start for p in passages], np.int64))
+    store.save_array(vdir, "passage_end", np.array([p.end for p in passages], np.int64))
+    store.save_array(vdir, "passage_paragraph", np.array([p.paragraph for p in passages], np.int32))
+    store.save_array(vdir, "passage_keys", np.array(keys, dtype="S16"))
+
+
+def _write_dense(vdir: Path, vectors: np.ndarray, meta: dict) -> None:
+    import faiss
+
+    d = vectors.shape[1]
+    if meta["type"] == "flat-ip":
+        index = faiss.IndexFlatIP(d)
+    else:
+        params = meta["params"]
+        index = faiss.IndexHNSWFlat(d, params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["efConstruction"]
+    index.add(np.ascontiguousarray(vectors))
+    faiss.write_index(index, str(vdir / "dense.faiss"))
+
+
+def _write_bm25(path: Path, texts: list[str]) -> None:
+    import bm25s
+
+    from .tokens import terms
+
+    retriever = bm25s.BM25()
+    retriever.index([terms(t) for t in texts], show_progress=False)
+    retriever.save(str(path), allow_pickle=False)

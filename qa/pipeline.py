@@ -1,0 +1,242 @@
+"""The pipeline behind ``answer()``: keep the index fresh, retrieve, read, and explain."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import config, index as index_mod
+from .errors import QAError
+from .retrieval import retrieve
+
+log = logging.getLogger("qa")
+
+
+@dataclass
+class Quote:
+    source: str
+    text: str
+    start: int  # file offsets of the passage: file_text[start:end] == text
+    end: int
+    score: float
+    paragraph: int
+    answer_start: int | None = None  # file offsets of the answer inside this passage
+    answer_end: int | None = None
+
+    @property
+    def highlighted(self) -> tuple[str, str, str] | None:
+        """(before, answer, after) inside the quote, or None when it holds no answer span."""
+        if self.answer_start is None or self.answer_end is None:
+            return None
+        a, b = self.answer_start - self.start, self.answer_end - self.start
+        return self.text[:a], self.text[a:b], self.text[b:]
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str | None  # the short answer, or None when the documents hold none
+    score: float  # confidence in [0, 1]
+    quotes: list[Quote] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # every document stating the answer
+    seconds: float = 0.0
+
+    @property
+    def message(self) -> str:
+        if self.text is None:
+            return "The documents do not say. The closest passages are quoted below."
+        return self.text
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["message"] = self.message
+        return d
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_question(question: str) -> str:
+    """Validate a question; raises QAError with a one-line reason."""
+    if not isinstance(question, str):
+        raise QAError("the question must be text")
+    if len(question) > config.MAX_QUESTION_CHARS:
+        raise QAError(
+            f"the question is {len(question):,} characters long; the limit is "
+            f"{config.MAX_QUESTION_CHARS:,}"
+        )
+    question = " ".join(_CONTROL.sub(" ", question).split())
+    if not question:
+        raise QAError("the question is empty")
+    return question
+
+
+class QA:
+    """Question answering over one folder of documents, with its index on disk.
+
+    The index is built on first use and kept in step with the folder: before answering, a
+    cheap check of file names, sizes and times (confirmed by content hashes) triggers an
+    incremental rebuild when documents were added, edited or removed.
+    """
+
+    def __init__(
+        self,
+        seeds_dir: str | Path = config.DEFAULT_SEEDS,
+        index_dir: str | Path = config.DEFAULT_INDEX,
+        model: str = config.EMBEDDING_MODEL,
+        reader: str = "builtin",
+        check_interval: float = 0.0,
+    ):
+        from .embedding import Encoder
+        from .reader import make_reader
+
+        self.seeds_dir = Path(seeds_dir)
+        self.index_dir = Path(index_dir)
+        self.encoder = Encoder(model)
+        self.reader = make_reader(reader)
+        self.check_interval = check_interval
+        self._index: index_mod.Index | None = None
+        self._manifest_stamp: tuple | None = None
+        self._checked_at = float("-inf")
+        self._lock = threading.RLock()
+
+    # -- index lifecycle ---------------------------------------------------------------
+
+    @property
+    def index(self) -> index_mod.Index:
+        self.refresh()
+        assert self._index is not None
+        return self._index
+
+    def stale_reasons(self) -> list[str]:
+        if not self.seeds_dir.is_dir():
+            raise QAError(f"documents folder {self.seeds_dir} does not exist")
+        manifest = self._index.manifest if self._index is not None else self._read_manifest()
+        return index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id)
+
+    def refresh(self, force: bool = False) -> None:
+        """Load the current index, rebuilding it first when the documents changed."""
+        now = time.monotonic()
+        if not force and self._index is not None and now - self._checked_at < self.check_interval:
+            return
+        with self._lock:
+            self._reload_if_replaced()
+            reasons = self.stale_reasons()
+            if reasons:
+                log.info("index is stale (%s); updating", "; ".join(reasons[:3]))
+                self.rebuild()
+            self._checked_at = time.monotonic()
+
+    def status(self) -> dict:
+        """What is indexed and whether the documents changed since (does not rebuild)."""
+        with self._lock:
+            if self._index is None:
+                self._index = self._try_load()
+                self._manifest_stamp = self._manifest_state()
+            manifest = self._index.manifest if self._index is not None else None
+            try:
+                stale = self.stale_reasons()
+            except QAError as e:
+                stale = [str(e)]
+        if manifest is None:
+            return {"built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
+                    "stale": stale, "index_dir": str(self.index_dir),
+                    "seeds_dir": str(self.seeds_dir)}
+        return {
+            "built": manifest["created"],
+            "documents": manifest["counts"]["documents"],
+            "passages": manifest["counts"]["passages"],
+            "model": manifest["model"]["id"],
+            "dense": manifest["dense"]["type"],
+            "sources": {s: m["passages"] for s, m in manifest["sources"].items()},
+            "skipped": {s: m["error"] for s, m in manifest.get("skipped_files", {}).items()},
+            "stale": stale,
+            "index_dir": str(self.index_dir),
+            "seeds_dir": str(self.seeds_dir),
+        }
+
+    def rebuild(self, progress=None) -> index_mod.BuildReport:
+        """Bring the index up to date with the documents (only changed passages re-embedded)."""
+        with self._lock:
+            previous = self._index
+            if previous is None:
+                previous = self._try_load()
+            _, report = index_mod.build(
+                self.seeds_dir,
+                self.index_dir,
+                self.encoder,
+                annotator=self.reader.annotator(),
+                progress=progress,
+                previous=previous,
+            )
+            self._index = None
+            self._reload_if_replaced()
+            for source, reason in report.skipped.items():
+                log.warning("skipped %s", reason)
+            return report
+
+    def _read_manifest(self) -> dict | None:
+        try:
+            return index_mod.store.read_manifest(self.index_dir)
+        except index_mod.store.IndexCorrupt:
+            return None
+
+    def _manifest_state(self) -> tuple | None:
+        try:
+            st = (self.index_dir / index_mod.store.MANIFEST).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _try_load(self) -> index_mod.Index | None:
+        try:
+            return index_mod.load(self.index_dir)
+        except index_mod.store.IndexCorrupt as e:
+            log.warning("%s; rebuilding", e)
+            return None
+
+    def _reload_if_replaced(self) -> None:
+        stamp = self._manifest_state()
+        if self._index is not None and stamp == self._manifest_stamp:
+            return
+        loaded = self._try_load()
+        if loaded is None and stamp is not None:
+            # A corrupt or unreadable index: rebuild from scratch.
+            _, _ = index_mod.build(
+                self.seeds_dir, self.index_dir, self.encoder, annotator=self.reader.annotator()
+            )
+            stamp = self._manifest_state()
+            loaded = index_mod.load(self.index_dir)
+        self._index = loaded
+        self._manifest_stamp = stamp
+
+    # -- answering -------------------------------------------------------------------
+
+    def answer(self, question: str, top_k: int = config.TOP_K) -> Answer:
+        t0 = time.perf_counter()
+        question = clean_question(question)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise QAError("top_k must be a positive whole number")
+        idx = self.index
+        query_vector = self.encoder.encode_query(question)
+        hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth))
+        result = self.reader.read(question, query_vector, idx, hits, top_k)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+
+_default: QA | None = None
+_default_lock = threading.Lock()
+
+
+def answer(question: str, top_k: int = config.TOP_K) -> Answer:
+    """Answer from ./seeds with the index in ./vectorstore (both made on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = QA()
+    return _default.answer(question, top_k=top_k)

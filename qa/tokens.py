@@ -1,0 +1,55 @@
+"""Word tokens for BM25 and term matching: lower-cased, stop words dropped, lightly stemmed."""
+
+from __future__ import annotations
+
+import re
+
+_TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*", re.UNICODE)
+
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself
+    yourselves s t don shall may might must also""".split()
+)
+
+
+def stem(word: str) -> str:
+    """A deliberately light English stemmer: plurals, possessives and a few verb endings."""
+    w = word
+    for apostrophe in ("'s", "’s"):
+        if w.endswith(apostrophe):
+            w = w[: -len(apostrophe)]
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes")):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-1]
+    if len(w) > 5 and w.endswith("ing"):
+        return w[:-3]
+    if len(w) > 4 and w.endswith("ed"):
+        return w[:-2]
+    return w
+
+
+def words(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, lower-cased word) for every word in text."""
+    return [(m.start(), m.end(), m.group().lower()) for m in _TOKEN.finditer(text)]
+
+
+def terms(text: str) -> list[str]:
+    """Index terms of text: stemmed content words."""
+    out = []
+    for _, _, w in words(text):
+        w = w.replace("’", "'")
+        if w in STOPWORDS:
+            continue
+        out.append(stem(w))
+        if "-" in w:  # "surface-to-air" also matches "air"
+            out.extend(stem(p) for p in w.split("-") if p and p not in STOPWORDS)
+    return out
