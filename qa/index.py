@@ -58,6 +58,7 @@ class Index:
         self.manifest = manifest
         self.version = manifest["version_dir"]
         self.sources: list[str] = manifest["source_names"]
+        self.titles: list[str] = [manifest["sources"][s].get("title", "") for s in self.sources]
         self.passage_source = store.load_array(vdir, "passage_source")
         self.passage_start = store.load_array(vdir, "passage_start")
         self.passage_end = store.load_array(vdir, "passage_end")
@@ -93,6 +94,7 @@ class Index:
             end=int(self.passage_end[i]),
             text=self.text(i),
             paragraph=int(self.passage_paragraph[i]),
+            title=self.titles[int(self.passage_source[i])],
         )
 
     def rows(self, table: str, i: int) -> np.ndarray:
@@ -106,6 +108,14 @@ class Index:
         scores, ids = self.dense.search(query_vector.reshape(1, -1).astype(np.float32), k)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def document_frequency(self, term: str) -> int:
+        """How many passages contain the (stemmed) term, read off the BM25 postings."""
+        token_id = self._bm25.vocab_dict.get(term)
+        if token_id is None:
+            return 0
+        indptr = self._bm25.scores["indptr"]
+        return int(indptr[token_id + 1] - indptr[token_id])
 
     def sparse_search(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         ids = self._bm25.get_tokens_ids(query_terms)
@@ -214,6 +224,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
             "mtime_ns": st.st_mtime_ns,
             "passages": len(doc_passages),
             "chars": len(doc.text),
+            "title": doc_passages[0].title,
         }
         passages.extend(doc_passages)
     if not passages:

@@ -86,7 +86,7 @@ class QA:
     def __init__(
         self,
         seeds_dir: str | Path = config.DEFAULT_SEEDS,
-        index_dir: str | Path = config.DEFAULT_INDEX,
+        index_dir: str | Path | None = None,
         model: str = config.EMBEDDING_MODEL,
         reader: str = "builtin",
         check_interval: float = 0.0,
@@ -95,7 +95,7 @@ class QA:
         from .reader import make_reader
 
         self.seeds_dir = Path(seeds_dir)
-        self.index_dir = Path(index_dir)
+        self.index_dir = Path(index_dir) if index_dir else config.index_dir_for(self.seeds_dir)
         self.encoder = Encoder(model)
         self.reader = make_reader(reader)
         self.check_interval = check_interval

@@ -18,22 +18,38 @@ STOPWORDS = frozenset(
 )
 
 
+_SPELLING = (("ence", "ense"), ("ise", "ize"), ("yse", "yze"), ("our", "or"), ("tre", "ter"))
+
+
 def stem(word: str) -> str:
-    """A deliberately light English stemmer: plurals, possessives and a few verb endings."""
+    """A deliberately light English stemmer: possessives, plurals, -ing/-ed, a final -e, and
+    British spellings folded to American ones (defence/defense, centre/center)."""
     w = word
     for apostrophe in ("'s", "’s"):
         if w.endswith(apostrophe):
             w = w[: -len(apostrophe)]
+    if not w.isalpha():
+        return w
     if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes")):
-        return w[:-2]
-    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        w = w[:-3] + "y"
+    elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes")):
+        w = w[:-2]
+    elif len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
         w = w[:-1]
     if len(w) > 5 and w.endswith("ing"):
-        return w[:-3]
-    if len(w) > 4 and w.endswith("ed"):
-        return w[:-2]
+        w = w[:-3]
+    elif len(w) > 4 and w.endswith("ed"):
+        w = w[:-2]
+    if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "lsz" and word.endswith(("ing", "ed")):
+        w = w[:-1]  # running -> run, stopped -> stop
+    if len(w) >= 5 and w.endswith(("ian", "ia")):
+        w = w[: -3 if w.endswith("ian") else -2]  # Russia/Russian, India/Indian
+    for british, american in _SPELLING:
+        if len(w) > 5 and w.endswith(british):
+            w = w[: -len(british)] + american
+            break
+    if len(w) > 4 and w.endswith("e"):
+        w = w[:-1]
     return w
 
 

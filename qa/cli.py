@@ -1,0 +1,192 @@
+"""The `qa` command line: build, ask, status, eval, watch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import config
+from .errors import QAError
+
+
+def _engine(args):
+    from .pipeline import QA
+
+    return QA(args.seeds, args.index, model=args.model, reader=getattr(args, "reader", "builtin"))
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            bars[stage] = tqdm(total=total, desc=stage, unit="passage", file=sys.stderr,
+                               disable=total == 0)
+        bar = bars[stage]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def cmd_build(args) -> int:
+    engine = _engine(args)
+    report = engine.rebuild(progress=_progress_bar())
+    print(
+        f"indexed {report.documents} documents, {report.passages} passages "
+        f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s "
+        f"-> {engine.index_dir}"
+    )
+    for reason in report.skipped.values():
+        print(f"skipped: {reason}", file=sys.stderr)
+    return 0
+
+
+def _marked(quote, tty: bool) -> str:
+    parts = quote.highlighted
+    if parts is None:
+        return quote.text
+    before, answer, after = parts
+    if tty:
+        return f"{before}\033[1;7m{answer}\033[0m{after}"
+    return f"{before}[[{answer}]]{after}"
+
+
+def cmd_ask(args) -> int:
+    engine = _engine(args)
+    result = engine.answer(args.question, top_k=args.k)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    tty = sys.stdout.isatty()
+    if result.text is None:
+        print(result.message)
+    else:
+        sources = ", ".join(result.sources)
+        print(f"{result.text}  (confidence {result.score:.2f}; {sources})")
+    for i, q in enumerate(result.quotes, 1):
+        where = f"{q.source}, paragraph {q.paragraph}, chars {q.start}-{q.end}"
+        if q.answer_start is not None:
+            where += f", answer at {q.answer_start}-{q.answer_end}"
+        print(f"\n[{i}] {where} (score {q.score:.2f})")
+        print("    " + _marked(q, tty).replace("\n", "\n    "))
+    return 0
+
+
+def cmd_status(args) -> int:
+    engine = _engine(args)
+    status = engine.status()
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=2))
+        return 0
+    if status["built"] is None:
+        print(f"no index in {status['index_dir']} yet (run: qa build)")
+    else:
+        print(f"index {status['index_dir']}: built {status['built']}, "
+              f"{status['documents']} documents, {status['passages']} passages, "
+              f"model {status['model']}, dense {status['dense']}")
+        for source, n in status["sources"].items():
+            print(f"  {source}: {n} passages")
+        for source, reason in status["skipped"].items():
+            print(f"  skipped {reason}")
+    if status["stale"]:
+        print("stale: " + "; ".join(status["stale"][:10]))
+    else:
+        print("up to date with " + status["seeds_dir"])
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, format_report, load_questions
+
+    questions = load_questions(args.questions)
+    report = evaluate(_engine(args), questions)
+    if args.json:
+        from dataclasses import asdict
+
+        data = asdict(report)
+        if not args.details:
+            data.pop("rows")
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(format_report(report, details=args.details))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .watch import watch
+
+    watch(_engine(args), interval=args.interval)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qa", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seeds", type=Path, default=config.DEFAULT_SEEDS,
+                        help="documents folder (default: %(default)s)")
+    common.add_argument("--index", type=Path, default=None,
+                        help="index folder (default: ./vectorstore for ./seeds)")
+    common.add_argument("--model", default=config.EMBEDDING_MODEL,
+                        help="sentence-transformers model name or folder")
+    common.add_argument("--reader", default="builtin",
+                        help="builtin (default), builtin:fast, or transformers:MODEL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", parents=[common], help="index the documents folder")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("ask", parents=[common], help="answer a question")
+    p.add_argument("question")
+    p.add_argument("-k", type=int, default=config.TOP_K, help="quotes to show")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("status", parents=[common], help="what is indexed, and is it stale")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("eval", parents=[common], help="score answers against a question file")
+    p.add_argument("questions", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--details", action="store_true", help="list every question")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("watch", parents=[common], help="keep the index fresh as files change")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
+    p.set_defaults(func=cmd_watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="qa: %(message)s",
+    )
+    for noisy in ("faiss", "bm25s", "sentence_transformers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if getattr(args, "k", 1) < 1:
+        print("qa: error: -k must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except QAError as e:
+        print(f"qa: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
