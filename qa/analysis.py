@@ -108,6 +108,8 @@ def date_spans(text: str) -> list[tuple[int, int]]:
 class Annotator:
     """Callable for ``index.build``: passage texts -> {"sentences": [...], "candidates": [...]}."""
 
+    tables = ("sentences", "candidates")
+
     def __init__(self, use_spacy: bool = True, batch_size: int = 64):
         self.use_spacy = use_spacy
         self.batch_size = batch_size

@@ -253,19 +253,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
 
     tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if annotator is not None:
-        if progress:
-            progress("analysing", 0, len(new_idx))
-        fresh = annotator([texts[i] for i in new_idx]) if new_idx else None
-        names = list(fresh) if fresh else list(previous.tables) if previous else []
-        position = {i: n for n, i in enumerate(new_idx)}
-        for name in names:
-            blocks = []
-            for i, r in enumerate(reuse):
-                if r is None:
-                    blocks.append(fresh[name][position[i]])
-                else:
-                    blocks.append(np.asarray(previous.rows(name, r)))
-            tables[name] = _stack_blocks(blocks)
+        tables = _annotate(annotator, texts, reuse, previous, progress)
 
     dense_meta = _dense_meta(len(texts))
     manifest = {
@@ -299,6 +287,30 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
         seconds=time.perf_counter() - t0,
     )
     return manifest, report
+
+
+def _annotate(annotator, texts, reuse, previous, progress):
+    """Reader tables for every passage: fresh for new passages, copied for unchanged ones."""
+    names_needed = set(annotator.tables)
+    if previous is None or not names_needed <= set(previous.tables):
+        reuse = [None] * len(texts)
+    todo = [i for i, r in enumerate(reuse) if r is None]
+    if progress:
+        progress("analysing", 0, len(todo))
+    fresh = annotator([texts[i] for i in todo]) if todo else {}
+    if progress:
+        progress("analysing", len(todo), len(todo))
+    position = {i: n for n, i in enumerate(todo)}
+    tables = {}
+    for name in sorted(names_needed if todo else previous.tables):
+        blocks = []
+        for i, r in enumerate(reuse):
+            if r is None:
+                blocks.append(fresh[name][position[i]])
+            else:
+                blocks.append(np.asarray(previous.rows(name, r)))
+        tables[name] = _stack_blocks(blocks)
+    return tables
 
 
 def _stack_blocks(blocks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

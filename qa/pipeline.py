@@ -88,16 +88,19 @@ class QA:
         seeds_dir: str | Path = config.DEFAULT_SEEDS,
         index_dir: str | Path | None = None,
         model: str = config.EMBEDDING_MODEL,
-        reader: str = "builtin",
+        reader="builtin",
         check_interval: float = 0.0,
+        encoder=None,
     ):
+        """``reader`` is a spec ("builtin", "builtin:fast", "transformers:MODEL") or a reader
+        object; ``encoder`` an Encoder to share between engines (default: a new one)."""
         from .embedding import Encoder
         from .reader import make_reader
 
         self.seeds_dir = Path(seeds_dir)
         self.index_dir = Path(index_dir) if index_dir else config.index_dir_for(self.seeds_dir)
-        self.encoder = Encoder(model)
-        self.reader = make_reader(reader)
+        self.encoder = encoder if encoder is not None else Encoder(model)
+        self.reader = make_reader(reader) if isinstance(reader, str) else reader
         self.check_interval = check_interval
         self._index: index_mod.Index | None = None
         self._manifest_stamp: tuple | None = None

@@ -30,8 +30,13 @@ COMPATIBLE: dict[str, dict[str, float]] = {
     "LANGUAGE": {"LANGUAGE": 1.0, "NORP": 0.6},
     "EVENT": {"EVENT": 1.0, "NP": 0.4},
     "WORK": {"WORK_OF_ART": 1.0, "PRODUCT": 0.6, "NP": 0.4, "PROPN": 0.5},
-    "THING": {"NP": 0.5, "PRODUCT": 0.7, "ORG": 0.4, "WORK_OF_ART": 0.5, "EVENT": 0.5,
-              "PROPN": 0.4, "LAW": 0.5, "FAC": 0.4},
+    "THING": {"NP": 0.5, "PRODUCT": 0.7, "ORG": 0.5, "WORK_OF_ART": 0.5, "EVENT": 0.5,
+              "PROPN": 0.5, "LAW": 0.5, "FAC": 0.5, "PERSON": 0.4, "GPE": 0.4, "LOC": 0.4,
+              "NORP": 0.4, "QUANTITY": 0.4, "NUM_UNIT": 0.4, "MONEY": 0.3, "NUM_MONEY": 0.3,
+              "PERCENT": 0.3, "NUM_PERCENT": 0.3, "DATE": 0.2, "CARDINAL": 0.2},
+    "NAME": {"PERSON": 0.9, "ORG": 0.9, "GPE": 0.9, "LOC": 0.9, "FAC": 0.9, "PRODUCT": 0.9,
+             "WORK_OF_ART": 0.9, "EVENT": 0.8, "PROPN": 0.9, "NORP": 0.6, "LAW": 0.8,
+             "LANGUAGE": 0.6, "NP": 0.5},
 }  # fmt: skip
 
 # Generic English head nouns of "which X / what X" questions that imply an entity type.
@@ -54,14 +59,21 @@ for _type, _words in {
     "NATIONALITY": "nationality",
     "LANGUAGE": "language tongue",
     "EVENT": "event war battle election festival tournament championship competition",
-    "MONEY": "price cost budget fee salary fund sum",
+    "MONEY": "price cost budget fee salary wage fund funding sum profit revenue sales income "
+    "turnover earnings loss debt investment value worth fine grant bill tag",
+    "NAME": "name title nickname term word",
     "MEASURE": "range distance length width height depth size weight area speed capacity "
-    "altitude temperature duration volume",
-    "COUNT": "number population",
+    "point score result temperature elevation diameter mass density altitude duration volume",
+    "COUNT": "number population count total",
     "PERCENT": "percentage percent proportion share rate",
 }.items():
     for _w in _words.split():
         HEAD_TYPES[_w] = _type
+
+
+# Words that shape a question rather than name what it is about (stemmed).
+FORM_WORDS = frozenset({"many", "much", "name", "call", "stand", "mean", "kind", "type", "happen",
+                        "approximately", "roughly", "exactly", "precisely"})
 
 
 @dataclass
@@ -81,9 +93,18 @@ class QuestionAnalysis:
     def typed(self) -> bool:
         return self.answer_type is not None
 
+    @property
+    def search_terms(self) -> list[str]:
+        """Terms for BM25: the content terms without the question's form words."""
+        return [t for t in self.terms if t not in FORM_WORDS] or self.terms
 
-_WH = re.compile(r"\b(how many|how much|how (?:large|big|long|far|tall|high|wide|deep|heavy|"
-                 r"fast|old|strong)|who(?:m|se)?|when|where|which|what|why|how)\b", re.I)
+
+_WH = re.compile(r"\b(how many|how much|how (?!(?:is|are|was|were|do|does|did|can|could|would|"
+                 r"should|will|has|have|had|might|may|must)\b)[a-z]+|who(?:m|se)?|when|where|"
+                 r"which|what|why|how)\b", re.I)
+# Words that only qualify the answer sought ("roughly how many", "exactly when").
+QUALIFIERS = frozenset({"approximately", "roughly", "about", "exactly", "around", "precisely",
+                        "nearly", "almost", "currently", "now", "today", "also", "total"})
 _ACRONYM_Q = re.compile(
     r"\b(?:what|which)\s+(?:does|do|did|is|was)\s+(?:the\s+)?(?:acronym\s+|abbreviation\s+)?"
     r"[\"'“‘]?(?P<acr>[A-Z][A-Za-z0-9&.-]*[A-Z0-9])[\"'”’]?\s+"
@@ -93,6 +114,9 @@ _ACRONYM_Q = re.compile(
     r"|\bwhat\s+is\s+(?P<acr3>[A-Z][A-Z0-9&]{1,9})\s+(?:short\s+for|an\s+abbreviation\s+for)",
     re.I,
 )
+# "What is the RTA?" / "What is the RI where Faraday worked?": an all-capitals name asked about.
+_WHAT_IS_ACRONYM = re.compile(r"^\s*(?i:what\s+(?:is|was|are|were)\s+(?:the\s+)?)(?P<acr>[A-Z][A-Z0-9&]{1,9})\b"
+                              r"(?!\s*'s)(?:\s*\?|\s+(?i:that|which|where|who|in|of|for|at)\b)")
 _AUX = r"(?:is|are|was|were|does|do|did|has|have|had|will|would|can|could|should|might|may)"
 
 
@@ -104,6 +128,10 @@ def analyse(question: str) -> QuestionAnalysis:
     if m:
         acr = next(g for g in (m.group("acr"), m.group("acr2"), m.group("acr3")) if g)
         return QuestionAnalysis(q, "ACRONYM", acronym=acr, terms=terms(acr), wh="what")
+    m = _WHAT_IS_ACRONYM.search(q)
+    if m and sum(c.isupper() for c in m.group("acr")) >= 2:
+        acr = m.group("acr")
+        return QuestionAnalysis(q, "ACRONYM", acronym=acr, terms=terms(q), wh="what")
 
     wh_match = _WH.search(low)
     wh = wh_match.group(1) if wh_match else ""
@@ -115,12 +143,15 @@ def analyse(question: str) -> QuestionAnalysis:
     if wh == "how many":
         answer_type = "COUNT"
     elif wh == "how much":
-        money_words = r"\b(cost|worth|pay|paid|price|spend|spent|fund|budget|money|raise|value|sell|sold|buy|bought|earn|charge)"
+        money_words = (
+            r"\b(cost|worth|pay|paid|price|spend|spent|fund|budget|money|raise|value|sell|sold|"
+            r"buy|bought|earn|charge|profit|revenue|sales|income|invest|loss|lose|lost|owe|"
+            r"borrow|lend|donat|grant|award|fine|tax|salar|wage)"
+        )
         answer_type = "MONEY" if re.search(money_words, after) else "AMOUNT"
     elif wh.startswith("how ") and wh != "how":
-        answer_type = "MEASURE"
-        if wh == "how old":
-            answer_type = "MEASURE"
+        answer_type = "DATE" if wh == "how long ago" else "MEASURE"
+        content = [t for t in content if t != stem(wh.split()[1])]
     elif wh in ("who", "whom", "whose"):
         answer_type = "PERSON"
     elif wh == "when":
@@ -139,6 +170,7 @@ def analyse(question: str) -> QuestionAnalysis:
     if answer_type == "DATE" and re.search(r"\bwhat time\b", low):
         answer_type = "TIME"
     focus_stem = stem(focus) if focus else None
+    content = [t for t in content if t not in QUALIFIERS]
     required = _names(q)
     if focus_stem and re.search(rf"\b(?:is|was|are|were)\s+(?:the|a|an)\s+{re.escape(focus)}\b", after):
         required.append(focus_stem)
@@ -157,28 +189,49 @@ def _names(question: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _noun_type(word: str) -> str | None:
+    if word in HEAD_TYPES:
+        return HEAD_TYPES[word]
+    singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+    if singular in HEAD_TYPES:
+        return HEAD_TYPES[singular]
+    if len(singular) > 5 and singular.endswith(("ist", "ian", "ologist", "smith", "wright")):
+        return "PERSON"  # chemist, historian, zoologist, musician
+    return None
+
+
 def _typed_by_noun(after: str) -> tuple[str | None, str | None]:
-    """For "which X ..." / "what X ...": the type X implies and X itself."""
-    words = re.findall(r"[a-z][a-z'-]*", after)
+    """For "which X ..." / "what X ..." / "what is the X of ...": the type X implies, and X."""
+    words = re.findall(r"[a-z][a-z'’-]*", after)
     if not words:
         return None, None
-    # "what is the range of ..." / "what was the name of ...": the noun after the article.
     if words[0] in ("is", "was", "are", "were") and len(words) > 1:
+        # "what is the melting point of ...", "what were Keltra's first-quarter sales":
+        # the head noun is the last word before "of"/a verb-like break, within a few words.
         rest = words[1:]
-        if rest[0] in ("the", "a", "an") and len(rest) > 1:
-            noun = rest[1]
-            if noun in HEAD_TYPES:
-                return HEAD_TYPES[noun], noun
-            if noun == "name" and len(rest) > 3 and rest[2] == "of":
-                return _typed_by_noun(" ".join(rest[3:]))
-            return None, None  # "what is the reason ..." stays open
-        return None, None
+        phrase = []
+        for w in rest[:6]:
+            if w in ("of", "for", "in", "at", "on", "that", "which", "who", "where", "when",
+                     "did", "does", "do", "to", "by", "with", "from"):
+                break
+            phrase.append(w)
+        phrase = [w for w in phrase if w not in ("the", "a", "an")]
+        if not phrase:
+            return None, None
+        head = phrase[-1]
+        kind = _noun_type(head)
+        if kind:
+            return kind, head
+        if len(phrase) >= 2 or (rest[0] in ("the", "a", "an") and len(rest) > 2 and rest[2] == "of"):
+            return "THING", head  # "what is the scientific name of": a thing with a head
+        return None, None  # "what is the reason", "what is Keltra": open
     if re.fullmatch(_AUX, words[0]):
         return None, None  # "what did X do": open
-    # "which newspaper reported ...": skip adjectives to the first noun-looking word.
+    # "which newspaper reported ...", "which Portuguese city": the first typed noun.
     for w in words[:3]:
-        if w in HEAD_TYPES:
-            return HEAD_TYPES[w], w
+        kind = _noun_type(w)
+        if kind:
+            return kind, w
     w = words[0]
     if w in STOPWORDS:
         return None, None

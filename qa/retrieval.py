@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import config
-from .tokens import terms
+from .question import analyse
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def retrieve(
     if mode in ("hybrid", "dense") and query_vector is not None:
         dense_ids, dense_scores = index.dense_search(query_vector, depth)
     if mode in ("hybrid", "sparse"):
-        sparse_ids, sparse_scores = index.sparse_search(terms(question), depth)
+        sparse_ids, sparse_scores = index.sparse_search(analyse(question).search_terms, depth)
     weights = [config.DENSE_WEIGHT, config.SPARSE_WEIGHT]
     fused = rrf([dense_ids, sparse_ids], weights)
     best_possible = sum(w / (config.RRF_K + 1) for w, r in zip(weights, [dense_ids, sparse_ids]) if len(r))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*", re.UNICODE)
 
@@ -21,6 +22,7 @@ STOPWORDS = frozenset(
 _SPELLING = (("ence", "ense"), ("ise", "ize"), ("yse", "yze"), ("our", "or"), ("tre", "ter"))
 
 
+@lru_cache(maxsize=200_000)
 def stem(word: str) -> str:
     """A deliberately light English stemmer: possessives, plurals, -ing/-ed, a final -e, and
     British spellings folded to American ones (defence/defense, centre/center)."""
