@@ -1,4 +1,10 @@
-"""Hybrid retrieval: BM25 and dense rankings fused by reciprocal rank fusion."""
+"""Hybrid retrieval: BM25 and dense rankings fused by a convex combination of their scores.
+
+Each ranking's scores are normalised over its own top candidates (BM25 divided by its best
+score, cosine similarity min-max scaled) and mixed with weight ``SPARSE_WEIGHT`` for BM25.
+On our own question sets this beat reciprocal rank fusion and either retriever alone (see
+README), in line with Bruch et al., "An Analysis of Fusion Functions for Hybrid Retrieval".
+"""
 
 from __future__ import annotations
 
@@ -13,19 +19,38 @@ from .question import analyse
 @dataclass(frozen=True)
 class Hit:
     passage_id: int
-    score: float  # fused score, scaled so the best possible is 1.0
+    score: float  # fused score in [0, 1]
     dense_score: float | None  # cosine similarity, when the dense search found it
     sparse_score: float | None  # BM25 score, when BM25 found it
-    dense_rank: int | None
-    sparse_rank: int | None
 
 
-def rrf(rankings: list[np.ndarray], weights: list[float], k: int = config.RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion: sum of weight / (k + rank) over the rankings (ranks from 1)."""
+def normalise_dense(scores: np.ndarray) -> np.ndarray:
+    if len(scores) == 0:
+        return scores
+    low, high = float(scores.min()), float(scores.max())
+    return (scores - low) / (high - low) if high > low else np.ones_like(scores)
+
+
+def normalise_sparse(scores: np.ndarray) -> np.ndarray:
+    if len(scores) == 0:
+        return scores
+    high = float(scores.max())
+    return scores / high if high > 0 else np.zeros_like(scores)
+
+
+def fuse(
+    dense: tuple[np.ndarray, np.ndarray],
+    sparse: tuple[np.ndarray, np.ndarray],
+    sparse_weight: float = config.SPARSE_WEIGHT,
+) -> dict[int, float]:
+    """Convex combination of normalised scores; a passage one retriever missed gets 0 there."""
     fused: dict[int, float] = {}
-    for ranking, weight in zip(rankings, weights):
-        for rank, pid in enumerate(ranking, start=1):
-            fused[int(pid)] = fused.get(int(pid), 0.0) + weight / (k + rank)
+    for (ids, scores), weight, norm in (
+        (dense, 1 - sparse_weight, normalise_dense),
+        (sparse, sparse_weight, normalise_sparse),
+    ):
+        for pid, value in zip(ids.tolist(), norm(np.asarray(scores, dtype=np.float64)).tolist()):
+            fused[pid] = fused.get(pid, 0.0) + weight * value
     return fused
 
 
@@ -38,28 +63,15 @@ def retrieve(
     depth: int = config.CANDIDATES_PER_RETRIEVER,
 ) -> list[Hit]:
     """Top-k passages for a question. ``mode`` is "hybrid", "dense" or "sparse"."""
-    dense_ids = dense_scores = sparse_ids = sparse_scores = np.zeros(0)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+    dense = sparse = empty
     if mode in ("hybrid", "dense") and query_vector is not None:
-        dense_ids, dense_scores = index.dense_search(query_vector, depth)
+        dense = index.dense_search(query_vector, depth)
     if mode in ("hybrid", "sparse"):
-        sparse_ids, sparse_scores = index.sparse_search(analyse(question).search_terms, depth)
-    weights = [config.DENSE_WEIGHT, config.SPARSE_WEIGHT]
-    fused = rrf([dense_ids, sparse_ids], weights)
-    best_possible = sum(w / (config.RRF_K + 1) for w, r in zip(weights, [dense_ids, sparse_ids]) if len(r))
-    dense_pos = {int(p): i for i, p in enumerate(dense_ids)}
-    sparse_pos = {int(p): i for i, p in enumerate(sparse_ids)}
+        sparse = index.sparse_search(analyse(question).search_terms, depth)
+    weight = {"hybrid": config.SPARSE_WEIGHT, "dense": 0.0, "sparse": 1.0}[mode]
+    fused = fuse(dense, sparse, weight)
+    dense_of = dict(zip(dense[0].tolist(), dense[1].tolist()))
+    sparse_of = dict(zip(sparse[0].tolist(), sparse[1].tolist()))
     order = sorted(fused, key=lambda p: (-fused[p], p))[:k]
-    hits = []
-    for pid in order:
-        d, s = dense_pos.get(pid), sparse_pos.get(pid)
-        hits.append(
-            Hit(
-                passage_id=pid,
-                score=fused[pid] / best_possible if best_possible else 0.0,
-                dense_score=float(dense_scores[d]) if d is not None else None,
-                sparse_score=float(sparse_scores[s]) if s is not None else None,
-                dense_rank=d + 1 if d is not None else None,
-                sparse_rank=s + 1 if s is not None else None,
-            )
-        )
-    return hits
+    return [Hit(p, fused[p], dense_of.get(p), sparse_of.get(p)) for p in order]
