@@ -1,7 +1,16 @@
-"""Sentence embeddings: resolving the model offline and encoding text into normalised vectors."""
+"""Sentence embeddings: resolving the model offline and encoding text into normalised vectors.
+
+Encoding runs on ONNX Runtime (see ``onnx_encoder``): the model is exported once into a cache
+folder (by default ``<index>/encoders``), after which neither building nor answering imports
+torch or sentence-transformers. Where no export can be made (torch or onnx missing, an
+unsupported model) or the ``QA_ENCODER_BACKEND=torch`` environment variable asks for it, the
+sentence-transformers model is used instead; both give the same vectors (cosine >= 0.9999).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -12,7 +21,10 @@ import numpy as np
 from . import config
 from .errors import QAError
 
+log = logging.getLogger("qa")
+
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+BACKENDS = ("auto", "onnx", "torch")
 
 
 def resolve_model(name: str = config.EMBEDDING_MODEL) -> str:
@@ -30,16 +42,51 @@ def resolve_model(name: str = config.EMBEDDING_MODEL) -> str:
     return name  # a hub id: only works where that model is already cached
 
 
-class Encoder:
-    """Lazily loaded sentence-transformers model; thread-safe and shared."""
+def default_cache_dir() -> Path:
+    """Where ONNX exports live when no folder is given: $QA_ENCODER_CACHE, else
+    ``<default index>/encoders``."""
+    env = os.environ.get("QA_ENCODER_CACHE")
+    return Path(env) if env else config.DEFAULT_INDEX / "encoders"
 
-    def __init__(self, model: str = config.EMBEDDING_MODEL):
+
+class Encoder:
+    """Lazily loaded sentence encoder; thread-safe and shared.
+
+    ``cache_dir`` holds the ONNX exports (pass ``index_dir / "encoders"``); ``backend`` is
+    "auto" (ONNX, falling back to sentence-transformers), "onnx" (ONNX or an error) or
+    "torch" (sentence-transformers only); the default comes from $QA_ENCODER_BACKEND.
+    """
+
+    def __init__(
+        self,
+        model: str = config.EMBEDDING_MODEL,
+        cache_dir: str | Path | None = None,
+        backend: str | None = None,
+    ):
         self.model_id = model
-        self._model = None
-        self._lock = threading.Lock()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        backend = backend or os.environ.get("QA_ENCODER_BACKEND", "auto") or "auto"
+        if backend not in BACKENDS:
+            raise QAError(f"unknown encoder backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self._model = None  # SentenceTransformer
+        self._onnx = None  # onnx_encoder.OnnxEncoder
+        self._onnx_failed: str | None = None  # why ONNX is unavailable, once known
+        self._path: str | None = None
+        self._dimension: int | None = None
+        self._lock = threading.RLock()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        if self._path is None:
+            self._path = resolve_model(self.model_id)
+        return self._path
 
     @property
     def model(self):
+        """The sentence-transformers model (imports torch; only the fallback path needs it)."""
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -47,9 +94,8 @@ class Encoder:
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
                     from sentence_transformers import SentenceTransformer
 
-                    path = resolve_model(self.model_id)
                     try:
-                        self._model = SentenceTransformer(path, device="cpu")
+                        self._model = SentenceTransformer(self.path, device="cpu")
                     except Exception as e:  # noqa: BLE001 - any load failure is one message
                         raise QAError(
                             f"cannot load embedding model {self.model_id!r}: {e}".splitlines()[0]
@@ -57,8 +103,69 @@ class Encoder:
         return self._model
 
     @property
+    def onnx(self):
+        """The ONNX encoder, exporting the model first when needed; None where unavailable."""
+        if self._onnx is None and self._onnx_failed is None and self.backend != "torch":
+            with self._lock:
+                if self._onnx is None and self._onnx_failed is None:
+                    self._load_onnx()
+        if self._onnx is None and self.backend == "onnx":
+            raise QAError(f"ONNX encoder for {self.model_id!r} unavailable: {self._onnx_failed}")
+        return self._onnx
+
+    def _load_onnx(self) -> None:
+        from . import onnx_encoder as ox
+
+        try:
+            folder = ox.export_dir(self.cache_dir, self.model_id, self.path)
+            try:
+                self._onnx = ox.OnnxEncoder(folder)
+                return
+            except ox.ExportBroken as e:
+                if folder.exists():
+                    log.warning("ONNX export unusable (%s); exporting it again", e)
+                    ox.discard(folder)
+            log.info("exporting %s to ONNX in %s", self.model_id, self.cache_dir)
+            folder = ox.export(self.model_id, self.path, self.cache_dir, st_model=self._model)
+            self._onnx = ox.OnnxEncoder(folder)
+        except QAError:
+            raise
+        except ImportError as e:
+            self._onnx_failed = f"onnxruntime or tokenizers missing ({e})"
+        except Exception as e:  # noqa: BLE001 - a failed export must not stop answering
+            self._onnx_failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if self._onnx is None and self.backend == "auto":
+            log.warning(
+                "ONNX encoder unavailable (%s); using sentence-transformers", self._onnx_failed
+            )
+
+    @property
     def dimension(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        if self._dimension is None:
+            self._dimension = (
+                self._onnx.dimension if self._onnx is not None else self._files_dimension()
+            )
+            if self._dimension is None:
+                enc = self.onnx
+                self._dimension = (
+                    enc.dimension if enc is not None else _st_dimension(self.model)
+                )
+        return self._dimension
+
+    def _files_dimension(self) -> int | None:
+        """Read off the model folder's pooling config, without loading anything."""
+        try:
+            modules = json.loads((Path(self.path) / "modules.json").read_text())
+            for m in modules:
+                if m.get("type", "").endswith("Pooling"):
+                    cfg = json.loads((Path(self.path) / m["path"] / "config.json").read_text())
+                    dim = cfg.get("word_embedding_dimension", cfg.get("embedding_dimension"))
+                    return int(dim) if dim else None
+        except (OSError, ValueError, KeyError, TypeError, QAError):
+            return None
+        return None
+
+    # -- encoding --------------------------------------------------------------------------
 
     def encode(
         self,
@@ -67,14 +174,28 @@ class Encoder:
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Encode texts into L2-normalised float32 vectors, shape (len(texts), dimension)."""
-        if not texts:
+        if not len(texts):
             return np.zeros((0, self.dimension), dtype=np.float32)
+        enc = self.onnx
+        if enc is not None:
+            return enc.encode(texts, batch_size=batch_size, progress=progress)
+        return self._encode_st(texts, batch_size, progress)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """One text's vector, shape (dimension,). Needs no torch once the export exists."""
+        enc = self.onnx
+        if enc is not None:
+            return enc.encode_query(text)
+        return self._encode_st([text], 1, None)[0]
+
+    def _encode_st(self, texts, batch_size, progress) -> np.ndarray:
+        model = self.model
         # Sorting by length keeps padding low inside each batch.
-        order = np.argsort([len(t) for t in texts])[::-1]
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), _st_dimension(model)), dtype=np.float32)
         for i in range(0, len(texts), batch_size):
             idx = order[i : i + batch_size]
-            vecs = self.model.encode(
+            vecs = model.encode(
                 [texts[j] for j in idx],
                 batch_size=batch_size,
                 normalize_embeddings=True,
@@ -86,5 +207,7 @@ class Encoder:
                 progress(min(i + batch_size, len(texts)), len(texts))
         return out
 
-    def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+
+def _st_dimension(model) -> int:
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())

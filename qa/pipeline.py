@@ -131,7 +131,13 @@ class QA:
             reasons = self.stale_reasons()
             if reasons:
                 log.info("index is stale (%s); updating", "; ".join(reasons[:3]))
-                self.rebuild()
+                try:
+                    self.rebuild()
+                except (OSError, QAError) as e:
+                    if self._index is None:
+                        raise
+                    # The previous version is intact: keep serving it, say why it is old.
+                    log.warning("index update failed (%s); answering from the previous index", e)
             self._checked_at = time.monotonic()
 
     def status(self) -> dict:

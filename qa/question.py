@@ -150,8 +150,7 @@ def analyse(question: str) -> QuestionAnalysis:
         )
         answer_type = "MONEY" if re.search(money_words, after) else "AMOUNT"
     elif wh.startswith("how ") and wh != "how":
-        answer_type = "DATE" if wh == "how long ago" else "MEASURE"
-        content = [t for t in content if t != stem(wh.split()[1])]
+        answer_type = "MEASURE"
     elif wh in ("who", "whom", "whose"):
         answer_type = "PERSON"
     elif wh == "when":

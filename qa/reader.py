@@ -42,7 +42,8 @@ class Candidate:
     end: int
     text: str
     score: float
-    coverage: float  # of the question's terms, in this candidate's sentence
+    coverage: float  # IDF-weighted share of the question's terms around this candidate
+    plain_coverage: float = 0.0  # unweighted share, for agreement between sources
     key: str = ""
     sources: set[str] = field(default_factory=set)
 
@@ -67,11 +68,11 @@ def _same_term(a: str, b: str) -> bool:
     if a == b:
         return True
     n = min(len(a), len(b))
-    return n >= 5 and a[: n - 1] == b[: n - 1]
+    return n >= 5 and abs(len(a) - len(b)) <= 2 and a[: n - 1] == b[: n - 1]
 
 
 class TermWeights:
-    """IDF of question terms, from the BM25 index's document frequencies."""
+    """IDF of question terms (BM25's), from the index's document frequencies."""
 
     def __init__(self, index):
         self.index = index
@@ -101,13 +102,13 @@ class BuiltinReader:
         for rank, hit in enumerate(hits[: self.depth]):
             candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, total))
         best = _merge(candidates, index)
-        quotes = _quotes(index, hits, best, top_k)
         if best is None:
-            return Answer(question, None, 0.0, quotes)
+            return Answer(question, None, 0.0, _quotes(index, hits, None, top_k))
         confidence = min(1.0, best.score + AGREEMENT_BONUS * (len(best.sources) - 1))
         confidence *= min(1.0, best.coverage / MIN_SENTENCE_COVERAGE)
         if confidence < MIN_CONFIDENCE:
-            return Answer(question, None, round(1 - confidence, 3), quotes)
+            return Answer(question, None, round(1 - confidence, 3), _quotes(index, hits, None, top_k))
+        quotes = _quotes(index, hits, best, top_k)
         return Answer(question, best.text, round(confidence, 3), quotes, sorted(best.sources))
 
     # -- candidates ------------------------------------------------------------------
@@ -128,15 +129,16 @@ class BuiltinReader:
             matched = [(s, e) for s, e, t in toks if any(_same_term(t, q) for q in q_weight)]
             cov = _window_coverage(sent_terms[i], near, q_weight, total)
             window = sent_terms[i] | near
+            plain = sum(_contains(window, q) for q in q_weight) / max(1, len(q_weight))
             missing = sum(not _contains(window, r) for r in qa.required)
             cov *= 1.0 - REQUIRED_PENALTY * missing / max(1, len(qa.required))
-            sent_info.append((int(sentences[i][0]), int(sentences[i][1]), toks, matched, cov))
+            sent_info.append((int(sentences[i][0]), int(sentences[i][1]), toks, matched, cov, plain))
         retrieval = hit.score
-        q_terms = list(q_weight)
+        q_terms = list(dict.fromkeys([*q_weight, *qa.terms]))
         out = []
 
         def emit(start, end, type_fit, sentence_idx, cand_terms=None):
-            a, b, toks, matched, cov = sent_info[sentence_idx]
+            a, b, toks, matched, cov, plain = sent_info[sentence_idx]
             prox = _proximity(start, end, matched)
             if cand_terms is None:
                 cand_terms = [t for _, _, t in _stems(text[start:end])]
@@ -150,14 +152,16 @@ class BuiltinReader:
             )
             type_factor = TYPE_FLOOR + (1 - TYPE_FLOOR) * type_fit
             score = context * type_factor * echo_factor
-            out.append(Candidate(rank, hit.passage_id, start, end, text[start:end], score, cov))
+            out.append(
+                Candidate(rank, hit.passage_id, start, end, text[start:end], score, cov, plain)
+            )
 
         if qa.answer_type == "ACRONYM":
             for start, end in _acronym_expansions(text, qa.acronym or ""):
                 emit(start, end, 1.0, _sentence_of(sentences, start))
             return out
         if qa.answer_type is None:
-            for i, (a, b, toks, matched, cov) in enumerate(sent_info):
+            for i, (a, b, toks, matched, cov, _) in enumerate(sent_info):
                 if cov <= 0:
                     continue
                 span = _open_answer(qa, text, a, b, toks)
@@ -389,7 +393,7 @@ def _merge(candidates: list[Candidate], index) -> Candidate | None:
 
 def _supports(c: Candidate, top: Candidate) -> bool:
     """A candidate backs the group's best one when its own context also matches well."""
-    return c is top or (c.score >= 0.6 * top.score and c.coverage >= MIN_SENTENCE_COVERAGE)
+    return c is top or (c.score >= 0.4 * top.score and c.plain_coverage >= 0.5)
 
 
 def _quotes(index, hits, best: Candidate | None, top_k: int) -> list[Quote]:

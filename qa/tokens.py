@@ -19,6 +19,34 @@ STOPWORDS = frozenset(
 )
 
 
+# Irregular past forms of common English verbs, mapped to their base form.
+_IRREGULAR = dict(
+    pair.split(":")
+    for pair in """arose:arise awoke:awake was:be were:be been:be
+    became:become began:begin begun:begin bent:bend bitten:bite
+    bled:bleed blew:blow blown:blow broke:break broken:break bred:breed brought:bring
+    built:build burnt:burn bought:buy caught:catch chose:choose chosen:choose came:come
+    crept:creep dealt:deal dug:dig did:do done:do drew:draw drawn:draw
+    dreamt:dream drank:drink drunk:drink drove:drive driven:drive ate:eat eaten:eat
+    fallen:fall fed:feed fought:fight fled:flee flew:fly flown:fly
+    forbade:forbid forgot:forget forgotten:forget forgave:forgive froze:freeze frozen:freeze
+    got:get gotten:get gave:give given:give went:go gone:go grew:grow grown:grow
+    had:have heard:hear hid:hide hidden:hide held:hold kept:keep knelt:kneel
+    knew:know known:know laid:lay led:lead leapt:leap learnt:learn lent:lend
+    lost:lose made:make meant:mean met:meet paid:pay
+    rode:ride ridden:ride rang:ring risen:rise
+    ran:run said:say seen:see sought:seek sold:sell sent:send shook:shake
+    shaken:shake shone:shine shot:shoot sang:sing sung:sing sunk:sink
+    sat:sit slept:sleep slid:slide spoken:speak spent:spend spun:spin
+    sprang:spring stood:stand stole:steal stolen:steal stuck:stick stung:sting
+    struck:strike strove:strive swore:swear sworn:swear swept:sweep swam:swim swum:swim
+    swung:swing took:take taken:take taught:teach tore:tear torn:tear told:tell thought:think
+    threw:throw thrown:throw understood:understand undertook:undertake woke:wake woken:wake
+    wore:wear worn:wear won:win withdrew:withdraw withdrawn:withdraw wrote:write
+    written:write overtook:overtake overtaken:overtake oversaw:oversee overseen:oversee
+    rebuilt:rebuild""".split()
+)
+
 _SPELLING = (("ence", "ense"), ("ise", "ize"), ("yse", "yze"), ("our", "or"), ("tre", "ter"))
 
 
@@ -32,6 +60,7 @@ def stem(word: str) -> str:
             w = w[: -len(apostrophe)]
     if not w.isalpha():
         return w
+    w = _IRREGULAR.get(w, w)
     if len(w) > 4 and w.endswith("ies"):
         w = w[:-3] + "y"
     elif len(w) > 4 and w.endswith(("sses", "shes", "ches", "xes")):

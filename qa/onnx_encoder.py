@@ -1,0 +1,370 @@
+"""Sentence embeddings through ONNX Runtime, so that answering a question never loads torch.
+
+A sentence-transformers model (Transformer -> mean or CLS pooling -> optional Normalize) is
+exported once into ``<cache_dir>/<name>-<fingerprint>/``:
+
+    model.onnx      the transformer with the pooling and the L2 normalisation inside the graph
+    tokenizer.json  the model's fast tokenizer
+    meta.json       max_seq_length, dimension, input names, the ONNX file's size and SHA-256
+
+The export is written into a ``.tmp-*`` folder and renamed into place, so a reader sees either
+a complete export or none; two processes exporting at once both succeed and one copy wins.
+Exporting needs torch, sentence-transformers and the ``onnx`` package; loading and encoding
+need only onnxruntime, tokenizers and numpy (this module imports nothing else at top level).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+EXPORT_FORMAT = 1  # bump when the exported graph or meta.json changes
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "meta.json"
+OPSET = 17
+STALE_TMP_SECONDS = 3600  # .tmp-* folders older than this are leftovers of killed exports
+
+
+class ExportUnavailable(Exception):
+    """The model cannot be exported here (no torch/onnx, or an unsupported architecture)."""
+
+
+class ExportBroken(Exception):
+    """An export folder exists but cannot be used (truncated, corrupt, wrong format)."""
+
+
+# -- locating exports -------------------------------------------------------------------------
+
+
+def _slug(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model_id).strip("._")[:60] or "model"
+
+
+def fingerprint(model_id: str, model_path: str) -> str:
+    """Identifies the model's files cheaply (small files by content, weights by size and
+    modification time), so a reinstalled or edited model gets a fresh export."""
+    h = hashlib.sha1(f"{EXPORT_FORMAT}\0{model_id}\0{model_path}".encode())
+    root = Path(model_path)
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            if rel.startswith(".") or "/." in rel or rel.endswith(".md"):
+                continue
+            st = path.stat()
+            h.update(rel.encode() + b"\0")
+            if st.st_size <= 2 << 20:
+                h.update(path.read_bytes())
+            else:
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def export_dir(cache_dir: Path, model_id: str, model_path: str) -> Path:
+    return Path(cache_dir) / f"{_slug(model_id)}-{fingerprint(model_id, model_path)}"
+
+
+def read_meta(folder: Path) -> dict:
+    """meta.json of a complete export; raises ExportBroken when it is not one."""
+    try:
+        with open(folder / META_FILE, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise ExportBroken(f"{folder}: no {META_FILE}") from None
+    except (OSError, ValueError) as e:
+        raise ExportBroken(f"{folder}: unreadable {META_FILE} ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        raise ExportBroken(f"{folder}: export format {meta.get('format')!r} is not {EXPORT_FORMAT}")
+    try:
+        size = (folder / MODEL_FILE).stat().st_size
+    except OSError:
+        raise ExportBroken(f"{folder}: {MODEL_FILE} is missing") from None
+    if size != meta.get("onnx_bytes"):
+        raise ExportBroken(f"{folder}: {MODEL_FILE} has {size} bytes, expected {meta.get('onnx_bytes')}")
+    if not (folder / TOKENIZER_FILE).is_file():
+        raise ExportBroken(f"{folder}: {TOKENIZER_FILE} is missing")
+    return meta
+
+
+def verify(folder: Path) -> None:
+    """Full check including the ONNX file's SHA-256 (about 0.1 s for MiniLM)."""
+    meta = read_meta(folder)
+    if _sha256(folder / MODEL_FILE) != meta.get("onnx_sha256"):
+        raise ExportBroken(f"{folder}: {MODEL_FILE} fails its checksum")
+
+
+def discard(folder: Path) -> None:
+    """Move a broken export out of the way atomically, then delete it."""
+    folder = Path(folder)
+    trash = folder.with_name(f".tmp-broken-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _collect_garbage(cache_dir: Path, keep: Path) -> None:
+    """Remove stale temporary folders and older exports of the same model name."""
+    prefix = keep.name.rsplit("-", 1)[0] + "-"
+    now = time.time()
+    for p in cache_dir.iterdir():
+        if p == keep or not p.is_dir():
+            continue
+        try:
+            if p.name.startswith(".tmp-"):
+                if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                    shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(prefix) and len(p.name) == len(keep.name):
+                # An export of an older copy of the model's files. Loaded sessions keep their
+                # own copy of the weights, so deleting it cannot hurt a running reader.
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+# -- exporting (needs torch) ----------------------------------------------------------------
+
+
+def export(model_id: str, model_path: str, cache_dir: Path, st_model=None) -> Path:
+    """Export the model into its cache folder (atomically) and return that folder.
+
+    ``st_model`` is an already loaded SentenceTransformer of this model, to save loading it
+    again. Raises ExportUnavailable when torch/onnx are missing or the model's modules are not
+    Transformer + Pooling(mean|cls) [+ Normalize].
+    """
+    cache_dir = Path(cache_dir)
+    final = export_dir(cache_dir, model_id, model_path)
+    try:
+        read_meta(final)
+        return final  # another process finished first
+    except ExportBroken:
+        pass
+    try:
+        import torch
+        import onnx  # noqa: F401 - torch.onnx.export needs it
+    except ImportError as e:
+        raise ExportUnavailable(f"exporting to ONNX needs torch and onnx ({e})") from None
+    if st_model is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        st_model = SentenceTransformer(model_path, device="cpu")
+    wrapper, input_names, meta = _wrap(st_model)
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        tokenizer = st_model.tokenizer.backend_tokenizer
+        (tmp / TOKENIZER_FILE).write_text(tokenizer.to_str(), encoding="utf-8")
+        # Trace with padding in the batch, so no "mask is all ones" shortcut is baked in.
+        ids = torch.tensor([[101, 7592, 2088, 2003, 1037, 3231, 1012, 102]] * 2)
+        mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+        sample = {"input_ids": ids * mask, "attention_mask": mask}
+        sample["token_type_ids"] = torch.zeros_like(ids)
+        dims = {0: "batch", 1: "sequence"}
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python-side branches
+            torch.onnx.export(
+                wrapper,
+                tuple(sample[n] for n in input_names),
+                str(tmp / MODEL_FILE),
+                dynamo=False,  # the TorchScript exporter: no onnxscript needed, dynamic axes
+                input_names=input_names,
+                output_names=["sentence_embedding"],
+                dynamic_axes={**{n: dims for n in input_names}, "sentence_embedding": {0: "batch"}},
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+        meta.update(
+            format=EXPORT_FORMAT,
+            model_id=model_id,
+            model_path=str(model_path),
+            input_names=input_names,
+            onnx_bytes=(tmp / MODEL_FILE).stat().st_size,
+            onnx_sha256=_sha256(tmp / MODEL_FILE),
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            torch=torch.__version__,
+        )
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        for path in tmp.iterdir():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process renamed its export into place first; use that one.
+            shutil.rmtree(tmp, ignore_errors=True)
+            read_meta(final)
+        _fsync_dir(cache_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _collect_garbage(cache_dir, keep=final)
+    return final
+
+
+def _wrap(st_model):
+    """A torch module computing the model's normalised sentence embedding from token ids."""
+    import torch
+
+    modules = list(st_model)
+    names = [type(m).__name__ for m in modules]
+    if not (
+        len(modules) in (2, 3)
+        and names[0] == "Transformer"
+        and names[1] == "Pooling"
+        and (len(modules) == 2 or names[2] == "Normalize")
+    ):
+        raise ExportUnavailable(f"unsupported module stack {names}")
+    transformer, pooling = modules[0], modules[1]
+    mode = _pooling_mode(pooling)
+    if mode not in ("mean", "cls"):
+        raise ExportUnavailable(f"unsupported pooling {mode!r}")
+    auto_model = transformer.auto_model
+    features = st_model.preprocess(["a b"])
+    input_names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features]
+    if input_names[:2] != ["input_ids", "attention_mask"]:
+        raise ExportUnavailable(f"unsupported tokenizer outputs {list(features)}")
+
+    class Embed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = auto_model
+
+        def forward(self, *inputs):
+            kwargs = dict(zip(input_names, inputs))
+            hidden = self.model(**kwargs).last_hidden_state
+            if mode == "cls":
+                pooled = hidden[:, 0]
+            else:
+                mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    tok = st_model.tokenizer
+    meta = {
+        "max_seq_length": int(st_model.max_seq_length),
+        "dimension": _dimension(st_model),
+        "pooling": mode,
+        "pad_id": int(tok.pad_token_id or 0),
+        "pad_token": str(tok.pad_token or "[PAD]"),
+        "pad_type_id": int(getattr(tok, "pad_token_type_id", 0) or 0),
+    }
+    return Embed().eval(), input_names, meta
+
+
+def _dimension(st_model) -> int:
+    get = getattr(st_model, "get_embedding_dimension", None)
+    return int(get() if get else st_model.get_sentence_embedding_dimension())
+
+
+def _pooling_mode(pooling) -> str:
+    config = pooling.get_config_dict() if hasattr(pooling, "get_config_dict") else {}
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str):
+        return mode
+    for flag, name in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls")):
+        if config.get(flag) or getattr(pooling, flag, False):
+            return name
+    return "unknown"
+
+
+# -- encoding (onnxruntime + tokenizers only) ------------------------------------------------
+
+
+class OnnxEncoder:
+    """Encodes texts with an exported model. Thread-safe (ONNX Runtime sessions are)."""
+
+    def __init__(self, folder: Path, threads: int | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        meta = read_meta(self.folder)
+        self.meta = meta
+        self.dimension = int(meta["dimension"])
+        self.max_seq_length = int(meta["max_seq_length"])
+        self.input_names = list(meta["input_names"])
+        try:
+            tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
+        except Exception as e:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise ExportBroken(f"{self.folder}: unreadable {TOKENIZER_FILE} ({e})") from None
+        tokenizer.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
+        tokenizer.enable_padding(
+            pad_id=meta["pad_id"], pad_type_id=meta["pad_type_id"], pad_token=meta["pad_token"]
+        )
+        self.tokenizer = tokenizer
+        options = ort.SessionOptions()
+        if threads is None:
+            threads = int(os.environ.get("QA_ONNX_THREADS", "0") or 0)
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf
+            raise ExportBroken(f"{self.folder}: {MODEL_FILE} cannot be loaded ({e})".splitlines()[0]) from None
+        got = [i.name for i in self.session.get_inputs()]
+        if got != self.input_names:
+            raise ExportBroken(f"{self.folder}: model inputs {got} != {self.input_names}")
+
+    def _run(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        (out,) = self.session.run(None, feed)
+        return out
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, progress=None) -> np.ndarray:
+        """L2-normalised float32 embeddings, shape (len(texts), dimension)."""
+        n = len(texts)
+        out = np.empty((n, self.dimension), dtype=np.float32)
+        if n == 0:
+            return out
+        # Longest first, in batches of similar length, so little of each batch is padding.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = self._run([texts[j] for j in idx])
+            if progress:
+                progress(min(i + batch_size, n), n)
+        return out
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self._run([text])[0].astype(np.float32, copy=False)

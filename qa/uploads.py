@@ -1,0 +1,230 @@
+"""Adding uploaded files to the documents folder safely.
+
+Everything a browser sends is untrusted: the file name may carry a path ("../../x.txt",
+"C:\\x.txt"), a hidden or odd name, or the wrong type; the content may be too big, binary or
+not UTF-8. ``save_upload`` checks all of that, never overwrites an existing document (it
+picks ``name-2.txt`` instead and says so) and writes atomically: the bytes go to a hidden
+temporary file in the same folder (ignored by the indexer), which is then linked or renamed
+into place, so the indexer never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+from .errors import QAError
+
+ALLOWED_SUFFIXES = (".txt", ".md")
+MAX_NAME_CHARS = 120
+# The whitelist: ASCII letters, digits, and . _ - ( ) and space inside a name.
+_DISALLOWED = re.compile(r"[^A-Za-z0-9._() -]+")
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+             *(f"lpt{i}" for i in range(10))}
+
+_save_lock = threading.Lock()  # one writer at a time inside this process
+
+
+class UploadError(QAError):
+    """An upload was refused; the message is one line that says why, for the user."""
+
+
+@dataclass(frozen=True)
+class SavedUpload:
+    original: str  # the name as uploaded (possibly unsafe; for messages only)
+    name: str  # the file name it was saved under, inside the documents folder
+    path: Path
+    renamed: bool  # saved under another name because the safe name was taken
+    duplicate: bool = False  # identical to an existing document: nothing was written
+    safe: str = ""  # the safe form of the uploaded name (before any "-2" suffix)
+
+    @property
+    def message(self) -> str:
+        if self.duplicate:
+            return f"{self.name} is already in the documents with the same content; nothing added"
+        if self.renamed:
+            return f"{self.safe} already exists; saved as {self.name} instead"
+        uploaded = re.split(r"[\\/]", str(self.original))[-1]
+        if uploaded != self.name:
+            return f"added {_shown(uploaded)} as {self.name}"
+        return f"added {self.name}"
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    """A file name fit for a one-line message (no control characters, bounded length)."""
+    name = "".join(ch if ch.isprintable() else "?" for ch in str(name))
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def safe_filename(name: str) -> str:
+    """The name an uploaded file may be saved under, or UploadError saying why not.
+
+    Only the last path component is kept (both / and \\ separate), accents are folded to
+    ASCII, characters outside the whitelist become "_", and the result must be a visible
+    (not dot-led) .txt or .md name of at most MAX_NAME_CHARS characters.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UploadError("the file has no name")
+    if "\x00" in name:
+        raise UploadError("the file name contains a NUL character")
+    base = re.split(r"[\\/]", name.strip())[-1].strip()
+    shown = _shown(base or name)
+    if base in ("", ".", ".."):
+        raise UploadError(f"{_shown(name)}: not a file name")
+    if base.startswith("."):
+        raise UploadError(f"{shown}: hidden file names (starting with '.') are not accepted")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or "." + suffix.lower() not in ALLOWED_SUFFIXES:
+        raise UploadError(f"{shown}: only .txt and .md files can be added")
+    folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    stem = _DISALLOWED.sub("_", folded).strip(" ._-")
+    stem = re.sub(r"_{2,}", "_", stem)
+    if not stem:
+        stem = "upload"  # nothing left after folding to the whitelist (e.g. a CJK name)
+    if stem.split(".")[0].lower() in _RESERVED:
+        stem = f"{stem}_"
+    suffix = "." + suffix.lower()
+    stem = stem[: MAX_NAME_CHARS - len(suffix)].rstrip(" .")
+    return stem + suffix
+
+
+def check_content(data: bytes, name: str = "the file",
+                  max_bytes: int | None = None) -> str:
+    """Decode an upload as UTF-8 text, or raise UploadError saying why it cannot be used."""
+    limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    shown = _shown(name)
+    if len(data) > limit:
+        raise UploadError(
+            f"{shown} is {_size(len(data))}; the upload limit is {_size(limit)} per file"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UploadError(
+            f"{shown} is not UTF-8 text (invalid byte at position {e.start}); "
+            "save it as UTF-8 and upload it again"
+        ) from None
+    if "\x00" in text:
+        raise UploadError(f"{shown} looks binary (it contains NUL bytes); only text is accepted")
+    if not text.strip():
+        raise UploadError(f"{shown} is empty")
+    return text
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def read_upload(path: str | Path, name: str | None = None,
+                max_bytes: int | None = None) -> bytes:
+    """Read an uploaded file from disk without reading more than the limit allows."""
+    limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    path = Path(path)
+    shown = _shown(name or path.name)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise UploadError(
+                f"{shown} is {_size(size)}; the upload limit is {_size(limit)} per file"
+            )
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise UploadError(f"{shown} could not be read ({e.strerror or e})") from None
+    return data
+
+
+def candidate_names(name: str):
+    """name.txt, name-2.txt, name-3.txt, ..."""
+    stem, suffix = name.rsplit(".", 1)
+    yield name
+    for i in range(2, 10_000):
+        tail = f"-{i}.{suffix}"
+        yield stem[: MAX_NAME_CHARS - len(tail)] + tail
+
+
+def save_upload(data: bytes, name: str, folder: str | Path,
+                max_bytes: int | None = None) -> SavedUpload:
+    """Check an upload and write it into ``folder`` under a safe, unused name.
+
+    Raises UploadError (one line) when the name, size or content is refused. An existing
+    document is never overwritten: the upload is saved as ``name-2.txt`` (and so on), and
+    the returned SavedUpload says so; an upload identical to the document already under
+    its name is not written twice.
+    """
+    folder = Path(folder)
+    safe = safe_filename(name)
+    check_content(data, safe, max_bytes)
+    if not folder.is_dir():
+        raise UploadError(f"the documents folder {folder} does not exist")
+    with _save_lock:
+        existing = folder / safe
+        if existing.is_file() and not existing.is_symlink():
+            try:
+                if existing.read_bytes() == data:
+                    return SavedUpload(name, safe, existing, renamed=False, duplicate=True,
+                                      safe=safe)
+            except OSError:
+                pass
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            for candidate in candidate_names(safe):
+                target = folder / candidate
+                if _claim(tmp, target):
+                    _fsync_dir(folder)
+                    return SavedUpload(name, candidate, target, renamed=candidate != safe,
+                                      safe=safe)
+            raise UploadError(f"{safe}: too many files with this name already")
+        finally:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+
+
+def _claim(tmp: str, target: Path) -> bool:
+    """Move ``tmp`` to ``target`` atomically unless ``target`` exists; True when done.
+
+    A hard link fails when the name is taken, so no check-then-write race can overwrite a
+    file that appears meanwhile; where links are not supported, fall back to a checked
+    os.replace (still atomic, and this process holds the lock).
+    """
+    if os.path.lexists(target):
+        return False
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.path.lexists(target):
+            return False
+        os.replace(tmp, target)
+        return True
+    os.unlink(tmp)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

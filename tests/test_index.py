@@ -1,0 +1,196 @@
+"""The on-disk index: manifest, staleness, atomic commits, corruption, incremental updates."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from qa import QAError, index as index_mod, store
+
+DOC_A = (
+    "Harbour Report\n\nThe harbour authority opened a new container terminal in Brindle on "
+    "4 June. The terminal can handle 800,000 containers a year.\n\n"
+    "Port director Elena Marsh said the project cost $240 million and took three years."
+)
+DOC_B = (
+    "Lighthouse Notes\n\nThe Skerry lighthouse was built in 1871 by the engineer Thomas Vale. "
+    "Its light can be seen from 22 nautical miles away."
+)
+
+
+def test_manifest_records_what_the_index_holds(make_engine):
+    engine = make_engine({"a.txt": DOC_A, "sub/b.md": DOC_B})
+    engine.refresh()
+    manifest = json.loads((engine.index_dir / "manifest.json").read_text())
+    assert manifest["format_version"] == store.FORMAT_VERSION
+    assert manifest["model"]["id"] == engine.encoder.model_id
+    assert manifest["model"]["dimension"] == 384
+    assert set(manifest["sources"]) == {"a.txt", "sub/b.md"}
+    for meta in manifest["sources"].values():
+        assert len(meta["sha256"]) == 64 and meta["passages"] >= 1
+    assert manifest["counts"] == {"documents": 2, "passages": len(engine.index)}
+    vdir = engine.index_dir / manifest["version_dir"]
+    for name, meta in manifest["files"].items():
+        assert (vdir / name).stat().st_size == meta["bytes"]
+    # Everything is JSON or .npy without pickled objects.
+    for path in vdir.rglob("*.npy"):
+        np.load(path, allow_pickle=False)
+
+
+def test_stale_detection_add_edit_delete_and_touch(make_engine):
+    engine = make_engine({"a.txt": DOC_A})
+    engine.refresh()
+    assert engine.stale_reasons() == []
+    folder = engine.seeds_dir
+
+    (folder / "b.txt").write_text(DOC_B)
+    assert engine.stale_reasons() == ["added: b.txt"]
+    engine.refresh()
+    assert engine.stale_reasons() == []
+    assert engine.status()["documents"] == 2
+
+    (folder / "a.txt").write_text(DOC_A.replace("800,000", "900,000"))
+    assert engine.stale_reasons() == ["edited: a.txt"]
+    assert engine.answer("How many containers can the terminal handle a year?").text == "900,000"
+
+    (folder / "b.txt").unlink()
+    assert engine.stale_reasons() == ["removed: b.txt"]
+    engine.refresh()
+    assert "b.txt" not in engine.status()["sources"]
+
+    # Touching a file without changing it does not make the index stale.
+    before = engine.index.version
+    os.utime(folder / "a.txt", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert engine.stale_reasons() == []
+    engine.refresh()
+    assert engine.index.version == before
+
+
+def test_model_change_makes_index_stale(make_engine):
+    engine = make_engine({"a.txt": DOC_A})
+    engine.refresh()
+    manifest = engine.index.manifest
+    assert index_mod.stale_reasons(engine.seeds_dir, manifest, "another-model")[0].startswith(
+        "embedding model changed"
+    )
+
+
+def test_failure_mid_build_keeps_the_previous_index(make_engine, monkeypatch):
+    engine = make_engine({"a.txt": DOC_A})
+    engine.refresh()
+    old_manifest = (engine.index_dir / "manifest.json").read_text()
+    old_answer = engine.answer("When did the container terminal open?").text
+    (engine.seeds_dir / "b.txt").write_text(DOC_B)
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(index_mod, "_write_bm25", boom)
+    with pytest.raises(OSError, match="simulated"):
+        engine.rebuild()
+    assert (engine.index_dir / "manifest.json").read_text() == old_manifest
+    assert not list(engine.index_dir.glob(".tmp-*")), "the half-written version is removed"
+    reloaded = index_mod.load(engine.index_dir)
+    assert reloaded.manifest == json.loads(old_manifest)
+    assert engine.answer("When did the container terminal open?").text == old_answer is not None
+
+    monkeypatch.undo()
+    engine.refresh()
+    assert "b.txt" in engine.status()["sources"]
+
+
+def test_truncated_index_file_is_detected_and_rebuilt(make_engine, caplog):
+    engine = make_engine({"a.txt": DOC_A})
+    engine.refresh()
+    vdir = engine.index_dir / engine.index.version
+    with open(vdir / "vectors.npy", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(store.IndexCorrupt, match="vectors.npy"):
+        index_mod.load(engine.index_dir)
+
+    fresh = type(engine)(engine.seeds_dir, engine.index_dir, encoder=engine.encoder,
+                         reader=engine.reader)
+    assert fresh.answer("Who is the port director?").text == "Elena Marsh"
+    assert index_mod.load(engine.index_dir) is not None
+
+
+def test_tampered_file_fails_its_checksum(make_engine):
+    engine = make_engine({"a.txt": DOC_A})
+    engine.refresh()
+    path = engine.index_dir / engine.index.version / "texts.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(store.IndexCorrupt, match="checksum"):
+        index_mod.load(engine.index_dir)
+
+
+def test_incremental_update_reembeds_only_changed_passages(make_engine):
+    engine = make_engine({"a.txt": DOC_A, "b.txt": DOC_B})
+    first = engine.rebuild()
+    assert first.reused == 0 and first.embedded == first.passages
+    (engine.seeds_dir / "b.txt").write_text(DOC_B.replace("1871", "1872"))
+    second = engine.rebuild()
+    assert second.embedded == 1
+    assert second.reused == second.passages - 1
+
+
+def test_incremental_and_full_rebuild_answer_identically(make_engine, tmp_path):
+    engine = make_engine({"a.txt": DOC_A, "b.txt": DOC_B})
+    engine.refresh()
+    (engine.seeds_dir / "a.txt").write_text(DOC_A.replace("Elena Marsh", "Oskar Lind"))
+    (engine.seeds_dir / "c.txt").write_text("The ferry to Skerry leaves at 9 am every day.")
+    engine.refresh()
+    full = type(engine)(engine.seeds_dir, tmp_path / "full-index", encoder=engine.encoder,
+                        reader=engine.reader)
+    for question in [
+        "Who is the port director?",
+        "When was the Skerry lighthouse built?",
+        "How much did the terminal project cost?",
+        "When does the ferry leave?",
+    ]:
+        a, b = engine.answer(question), full.answer(question)
+        assert a.text == b.text and a.score == pytest.approx(b.score)
+        assert [(q.source, q.start, q.end) for q in a.quotes] == [
+            (q.source, q.start, q.end) for q in b.quotes
+        ]
+
+
+def test_missing_and_empty_folders_are_clear_errors(tmp_path, encoder, reader):
+    from qa import QA
+
+    with pytest.raises(QAError, match="does not exist"):
+        QA(tmp_path / "nope", tmp_path / "i", encoder=encoder, reader=reader).answer("Why?")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QAError, match="no readable"):
+        QA(tmp_path / "empty", tmp_path / "i", encoder=encoder, reader=reader).answer("Why?")
+
+
+def test_bad_files_are_skipped_with_a_warning_and_the_rest_indexed(make_engine, caplog):
+    engine = make_engine(
+        {
+            "good.txt": DOC_A,
+            "latin1.txt": "Caf\xe9 prices rose.".encode("latin-1"),
+            "binary.txt": b"\x00\x01\x02\x03binary",
+            "empty.txt": "",
+            "blank.md": "   \n\n\t\n",
+            "bom_crlf.txt": "\ufeffFerry Times\r\n\r\nThe ferry leaves at 9 am.\r\n".encode(),
+        }
+    )
+    with caplog.at_level("WARNING", logger="qa"):
+        engine.refresh()
+    status = engine.status()
+    assert set(status["sources"]) == {"good.txt", "bom_crlf.txt"}
+    assert set(status["skipped"]) == {"latin1.txt", "binary.txt", "empty.txt", "blank.md"}
+    assert "latin1.txt: not UTF-8" in caplog.text
+    # Skipped files do not make the index look stale.
+    assert engine.stale_reasons() == []
+    r = engine.answer("When does the ferry leave?")
+    assert r.text == "9 am"
+    q = r.quotes[0]
+    stored = open(engine.seeds_dir / q.source, encoding="utf-8-sig", newline="").read()
+    assert stored[q.start : q.end] == q.text

@@ -1,0 +1,122 @@
+"""The built-in reader on small documents of our own: one test per answer type, offsets,
+agreement across sources, and declining when the documents hold no answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.question import analyse
+from qa.reader import normalize_answer
+
+TOWN = {
+    "bridge.txt": (
+        "New Bridge Opens in Kessling\n\n"
+        "The Arlow bridge in Kessling opened to traffic on 12 September after four years of "
+        "work. The crossing is 1.8 kilometres long and cost €95 million, about 20 percent more "
+        "than planned.\n\n"
+        "Mayor Petra Lindqvist cut the ribbon. The steel deck was built by Norberg Steelworks, "
+        "a company based in Gothenburg.\n\n"
+        "More than 14,000 vehicles crossed the bridge on its first day, according to the city."
+    ),
+    "library.md": (
+        "# Kessling Public Library\n\n"
+        "The Kessling Public Library was founded in 1902 by the merchant Oskar Hale. "
+        "It holds some 240,000 books.\n\n"
+        "The library is run by the KCT, or Kessling Cultural Trust, which also manages the "
+        "town museum. The reading room closed in 2019 because the roof had begun to leak."
+    ),
+}
+
+
+@pytest.fixture
+def town(make_engine):
+    engine = make_engine(TOWN)
+    engine.refresh()
+    return engine
+
+
+@pytest.mark.parametrize(
+    "question, expected_type, gold",
+    [
+        ("How many vehicles crossed the Arlow bridge on its first day?", "COUNT", "More than 14,000"),
+        ("How much did the Arlow bridge cost?", "MONEY", "€95 million"),
+        ("How long is the Arlow bridge?", "MEASURE", "1.8 kilometres"),
+        ("What percentage more than planned did the bridge cost?", "PERCENT", "about 20 percent"),
+        ("Who cut the ribbon at the bridge opening?", "PERSON", "Petra Lindqvist"),
+        ("Which company built the steel deck?", "ORG", "Norberg Steelworks"),
+        ("In which city is Norberg Steelworks based?", "PLACE", "Gothenburg"),
+        ("When did the Arlow bridge open to traffic?", "DATE", "12 September"),
+        ("In what year was the Kessling Public Library founded?", "YEAR", "1902"),
+        ("What does KCT stand for?", "ACRONYM", "Kessling Cultural Trust"),
+        ("Why did the reading room close?", None, "the roof had begun to leak"),
+    ],
+)
+def test_answer_types(town, question, expected_type, gold):
+    assert analyse(question).answer_type == expected_type
+    r = town.answer(question)
+    assert r.text is not None, question
+    assert normalize_answer(r.text) == normalize_answer(gold)
+
+
+def test_every_answer_slices_back_out_of_its_source_file(town):
+    for question in [
+        "How many vehicles crossed the Arlow bridge on its first day?",
+        "Who founded the Kessling Public Library?",
+        "What does KCT stand for?",
+    ]:
+        r = town.answer(question)
+        assert r.text and r.quotes
+        q = r.quotes[0]
+        text = open(town.seeds_dir / q.source, encoding="utf-8-sig", newline="").read()
+        assert text[q.start : q.end] == q.text
+        assert text[q.answer_start : q.answer_end] == r.text
+        assert q.start <= q.answer_start < q.answer_end <= q.end
+        before, answer, after = q.highlighted
+        assert before + answer + after == q.text and answer == r.text
+
+
+def test_never_answers_with_the_questions_own_words(town):
+    r = town.answer("Who is the mayor of Kessling?")
+    assert r.text == "Petra Lindqvist"
+    assert "Kessling" not in r.text
+
+
+def test_agreement_across_sources_cites_all_and_raises_confidence(make_engine):
+    one = {"a.txt": "The Orsa festival drew about 30,000 visitors this summer, organisers said."}
+    engine_one = make_engine(one, name="one")
+    two = dict(
+        one,
+        **{"b.txt": "Organisers of the Orsa festival counted about 30,000 visitors over the summer."},
+    )
+    engine_two = make_engine(two, name="two")
+    question = "How many visitors did the Orsa festival draw?"
+    single, agreed = engine_one.answer(question), engine_two.answer(question)
+    assert single.text == agreed.text == "about 30,000"
+    assert agreed.sources == ["a.txt", "b.txt"]
+    assert agreed.score > single.score
+    marked = [q for q in agreed.quotes if q.answer_start is not None]
+    assert {q.source for q in marked} == {"a.txt", "b.txt"}
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many books did the Gothenburg library lend in 2020?",
+        "Who designed the Arlow bridge?",
+        "What is the population of Kessling?",
+    ],
+)
+def test_declines_when_the_documents_hold_no_answer(town, question):
+    r = town.answer(question)
+    assert r.text is None
+    assert "do not say" in r.message
+    assert r.quotes, "the closest passages are still quoted"
+    assert all(q.answer_start is None for q in r.quotes)
+
+
+def test_question_analysis_open_and_typed():
+    assert analyse("What did the council approve on Monday?").verb == "approv"
+    assert analyse("Which river flows through the town?").focus == "river"
+    assert analyse("What is the RTA?").acronym == "RTA"
+    assert analyse("Roughly how many people came?").answer_type == "COUNT"
+    assert "roughly" not in analyse("Roughly how many people came?").terms
