@@ -1,0 +1,117 @@
+"""The `qa` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from qa.cli import main
+
+from .conftest import ROOT, SEEDS
+
+INTERCEPTORS = "How many interceptors is the Pentagon sending to Ukraine?"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    shutil.copytree(SEEDS, base / "seeds")
+    return base
+
+
+def run(corpus, *args):
+    return ["--seeds", str(corpus / "seeds"), "--index", str(corpus / "index"), *args]
+
+
+def test_build_ask_status(corpus, capsys):
+    assert main(["build", *run(corpus)]) == 0
+    out = capsys.readouterr()
+    assert "indexed 5 documents" in out.out
+    assert "embedding" in out.err  # the progress bar
+
+    assert main(["ask", INTERCEPTORS, *run(corpus)]) == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert "500" in first
+    assert "[[more than 500]]" in out or "[[over 500]]" in out  # the span marked in the quote
+    assert "001_d68ff4131b3e9101.txt" in out or "003_a99a2610f205991f.txt" in out
+    assert "chars " in out
+
+    assert main(["ask", INTERCEPTORS, "--json", "-k", "2", *run(corpus)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "500" in data["text"] and len(data["quotes"]) == 2
+    q = data["quotes"][0]
+    stored = open(corpus / "seeds" / q["source"], encoding="utf-8-sig", newline="").read()
+    assert stored[q["start"] : q["end"]] == q["text"]
+
+    assert main(["status", *run(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "5 documents" in out and "up to date" in out
+    (corpus / "seeds" / "new.txt").write_text("The depot holds 4,312 crates of spare parts.")
+    assert main(["status", *run(corpus)]) == 0
+    assert "stale: added: new.txt" in capsys.readouterr().out
+
+
+def test_no_answer_is_said_plainly(corpus, capsys):
+    assert main(["ask", "What is the population of Kyiv?", *run(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The documents do not say.")
+    assert "[1]" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["ask", "   "], "the question is empty"),
+        (["ask", "x" * 100_000], "limit"),
+        (["ask", "Why?", "--seeds", "/nonexistent/folder"], "does not exist"),
+        (["eval", "/nonexistent/questions.jsonl"], "does not exist"),
+        (["ask", "Why?", "-k", "0"], "-k must be at least 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, message, capsys, tmp_path):
+    code = main(args + ["--index", str(tmp_path / "index")])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_empty_seeds_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["build", "--seeds", str(tmp_path / "empty"), "--index", str(tmp_path / "i")]) == 2
+    assert "no readable" in capsys.readouterr().err
+
+
+def test_eval_prints_a_table_and_json(corpus, capsys, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps({"id": "a", "question": INTERCEPTORS, "answers": ["more than 500"],
+                    "sources": [], "impossible": False}) + "\n"
+        + json.dumps({"id": "b", "question": "What is the population of Kyiv?", "answers": [],
+                      "sources": [], "impossible": True}) + "\n"
+    )
+    assert main(["eval", str(questions), *run(corpus)]) == 0
+    out = capsys.readouterr().out
+    assert "F1 (answerable)" in out and "100.0" in out
+    assert main(["eval", str(questions), "--json", *run(corpus)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["f1"] == 100.0 and data["no_answer_accuracy"] == 100.0
+    assert data["latency_ms_median"] > 0
+
+
+def test_console_script_end_to_end(corpus):
+    """The installed `qa` command, in a fresh process, as a user runs it."""
+    exe = shutil.which("qa", path=os.path.dirname(sys.executable)) or "qa"
+    proc = subprocess.run(
+        [exe, "ask", INTERCEPTORS, *run(corpus)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "500" in proc.stdout.splitlines()[0]
+    assert "001_d68ff4131b3e9101.txt" in proc.stdout or "003_a99a2610f205991f.txt" in proc.stdout
