@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 import uuid
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         json.dump(data, f, ensure_ascii=False, indent=1)
         f.flush()
         os.fsync(f.fileno())
+    crash_point("manifest-written")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -96,6 +98,12 @@ def verify(index_dir: Path, manifest: dict, checksums: bool = True) -> Path:
     return vdir
 
 
+def crash_point(name: str) -> None:
+    """Fault injection for the crash tests: QA_CRASH_AT=name kills this process right here."""
+    if os.environ.get("QA_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def commit(index_dir: Path, write: Callable[[Path], None], manifest: dict) -> dict:
     """Write a new version with ``write(directory)`` and make it current atomically."""
     index_dir = Path(index_dir)
@@ -103,8 +111,10 @@ def commit(index_dir: Path, write: Callable[[Path], None], manifest: dict) -> di
     name = f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
     tmp = index_dir / f".tmp-{name}"
     tmp.mkdir()
+    crash_point("begin")
     try:
         write(tmp)
+        crash_point("written")
         files = {}
         for path in sorted(tmp.rglob("*")):
             if path.is_file():
@@ -116,13 +126,16 @@ def commit(index_dir: Path, write: Callable[[Path], None], manifest: dict) -> di
                 }
         for d in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
             _fsync_dir(d)
+        crash_point("synced")
         os.rename(tmp, index_dir / name)
         _fsync_dir(index_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    crash_point("renamed")
     manifest = dict(manifest, format_version=FORMAT_VERSION, version_dir=name, files=files)
     write_json_atomic(index_dir / MANIFEST, manifest)
+    crash_point("committed")
     _collect_garbage(index_dir, keep=name)
     return manifest
 
@@ -139,6 +152,8 @@ def _collect_garbage(index_dir: Path, keep: str) -> None:
     for p in index_dir.iterdir():
         if p.name.startswith(".tmp-"):
             shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
 
 
 def save_array(directory: Path, name: str, array: np.ndarray) -> None:
