@@ -3,5 +3,5 @@
 from .errors import QAError
 from .pipeline import QA, Answer, Quote, answer
 
-__all__ = ["QA", "Answer", "Quote", "QAError", "answer"]
+__all__ = ["QA", "Answer", "QAError", "Quote", "answer"]
 __version__ = "0.1.0"

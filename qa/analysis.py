@@ -129,7 +129,7 @@ class Annotator:
     def __call__(self, texts: list[str]) -> dict[str, list[np.ndarray]]:
         docs = self.nlp.pipe(texts, batch_size=self.batch_size) if self.use_spacy else None
         sentences, candidates = [], []
-        for i, text in enumerate(texts):
+        for text in texts:
             doc = next(docs) if docs is not None else None
             sents = sentence_spans(text)
             rows = _candidates(text, doc)

@@ -94,7 +94,7 @@ def cmd_status(args) -> int:
               f"model {status['model']}, dense {status['dense']}")
         for source, n in status["sources"].items():
             print(f"  {source}: {n} passages")
-        for source, reason in status["skipped"].items():
+        for reason in status["skipped"].values():
             print(f"  skipped {reason}")
     if status["stale"]:
         print("stale: " + "; ".join(status["stale"][:10]))

@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from . import config, store
+from . import store
 from .documents import (
     Passage,
     content_hash,
@@ -201,8 +201,15 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
     passages: list[Passage] = []
     sources: dict[str, dict] = {}
     skipped: dict[str, dict] = {}
+    unchanged = _unchanged_sources(previous, seeds_dir)
     for source, path in iter_document_paths(seeds_dir):
         st = path.stat()
+        old = unchanged.get(source)
+        if old is not None and (old[0]["size"], old[0]["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+            # Same name, size and time as in the previous version: reuse without reading.
+            sources[source] = old[0]
+            passages.extend(previous.passage(i) for i in old[1])
+            continue
         try:
             doc = load_document(seeds_dir, source, path)
         except QAError as e:
@@ -287,6 +294,19 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
         seconds=time.perf_counter() - t0,
     )
     return manifest, report
+
+
+def _unchanged_sources(previous: Index | None, seeds_dir: Path) -> dict[str, tuple[dict, range]]:
+    """Previous version's metadata and passage rows per source, when it indexed this folder."""
+    if previous is None or previous.manifest.get("seeds_dir") != str(seeds_dir.resolve()):
+        return {}
+    out = {}
+    order = np.asarray(previous.passage_source)
+    for position, source in enumerate(previous.sources):
+        lo = int(np.searchsorted(order, position, side="left"))
+        hi = int(np.searchsorted(order, position, side="right"))
+        out[source] = (previous.manifest["sources"][source], range(lo, hi))
+    return out
 
 
 def _annotate(annotator, texts, reuse, previous, progress):

@@ -9,7 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import config, index as index_mod
+from . import config
+from . import index as index_mod
 from .errors import QAError
 from .retrieval import retrieve
 
@@ -141,16 +142,15 @@ class QA:
             self._checked_at = time.monotonic()
 
     def status(self) -> dict:
-        """What is indexed and whether the documents changed since (does not rebuild)."""
-        with self._lock:
-            if self._index is None:
-                self._index = self._try_load()
-                self._manifest_stamp = self._manifest_state()
-            manifest = self._index.manifest if self._index is not None else None
-            try:
-                stale = self.stale_reasons()
-            except QAError as e:
-                stale = [str(e)]
+        """What is indexed and whether the documents changed since. Never rebuilds, and never
+        waits for a rebuild in progress: it reads the committed manifest."""
+        manifest = self._read_manifest()
+        try:
+            if not self.seeds_dir.is_dir():
+                raise QAError(f"documents folder {self.seeds_dir} does not exist")
+            stale = index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id)
+        except QAError as e:
+            stale = [str(e)]
         if manifest is None:
             return {"built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
                     "stale": stale, "index_dir": str(self.index_dir),
@@ -184,7 +184,7 @@ class QA:
             )
             self._index = None
             self._reload_if_replaced()
-            for source, reason in report.skipped.items():
+            for reason in report.skipped.values():
                 log.warning("skipped %s", reason)
             return report
 

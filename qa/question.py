@@ -101,7 +101,7 @@ class QuestionAnalysis:
 
 _WH = re.compile(r"\b(how many|how much|how (?!(?:is|are|was|were|do|does|did|can|could|would|"
                  r"should|will|has|have|had|might|may|must)\b)[a-z]+|who(?:m|se)?|when|where|"
-                 r"which|what|why|how)\b", re.I)
+                 r"which|what|why|how)\b", re.IGNORECASE)
 # Words that only qualify the answer sought ("roughly how many", "exactly when").
 QUALIFIERS = frozenset({"approximately", "roughly", "about", "exactly", "around", "precisely",
                         "nearly", "almost", "currently", "now", "today", "also", "total"})
@@ -112,7 +112,7 @@ _ACRONYM_Q = re.compile(
     r"|\bwhat\s+is\s+(?:the\s+)?(?:full\s+(?:name|form)|expansion)\s+of\s+(?:the\s+)?"
     r"[\"'“‘]?(?P<acr2>[A-Z][A-Za-z0-9&.-]*[A-Z0-9])"
     r"|\bwhat\s+is\s+(?P<acr3>[A-Z][A-Z0-9&]{1,9})\s+(?:short\s+for|an\s+abbreviation\s+for)",
-    re.I,
+    re.IGNORECASE,
 )
 # "What is the RTA?" / "What is the RI where Faraday worked?": an all-capitals name asked about.
 _WHAT_IS_ACRONYM = re.compile(r"^\s*(?i:what\s+(?:is|was|are|were)\s+(?:the\s+)?)(?P<acr>[A-Z][A-Z0-9&]{1,9})\b"

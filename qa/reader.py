@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .analysis import TYPES, Annotator
 from .pipeline import Answer, Quote
 from .question import COMPATIBLE, FORM_WORDS, QuestionAnalysis, analyse
-from .tokens import STOPWORDS, stem, terms, words
+from .tokens import STOPWORDS, stem, words
 
 # Scoring weights (sum to 1) and the no-answer threshold, set on our own question sets under
 # tests/data (never on the seeds' dev questions).
@@ -95,12 +95,11 @@ class BuiltinReader:
     def read(self, question: str, query_vector, index, hits, top_k: int) -> Answer:
         qa = analyse(question)
         weights = TermWeights(index)
-        q_terms = _question_terms(qa)
-        q_weight = {t: weights(t) for t in q_terms}
-        total = sum(q_weight.values()) or 1.0
+        q_weight = {t: weights(t) for t in _question_terms(qa)}
+        matcher = TermMatcher([*q_weight, *qa.terms, *qa.required])
         candidates: list[Candidate] = []
         for rank, hit in enumerate(hits[: self.depth]):
-            candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, total))
+            candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, matcher))
         best = _merge(candidates, index)
         if best is None:
             return Answer(question, None, 0.0, _quotes(index, hits, None, top_k))
@@ -113,28 +112,32 @@ class BuiltinReader:
 
     # -- candidates ------------------------------------------------------------------
 
-    def _passage_candidates(self, qa, index, hit, rank, q_weight, total):
+    def _passage_candidates(self, qa, index, hit, rank, q_weight, matcher):
         passage = index.passage(hit.passage_id)
         text = passage.text
-        sentences = index.rows("sentences", hit.passage_id) if "sentences" in index.tables else []
-        rows = index.rows("candidates", hit.passage_id) if "candidates" in index.tables else []
-        title_terms = {t for _, _, t in _stems(passage.title)}
-        passage_terms = {t for _, _, t in _stems(text)} | title_terms
-        passage_cov = _coverage(passage_terms, q_weight, total)
-        sent_toks = [_stems(text[a:b], offset=int(a)) for a, b in sentences]
-        sent_terms = [{t for _, _, t in toks} for toks in sent_toks]
+        has_tables = "sentences" in index.tables and "candidates" in index.tables
+        sentences = index.rows("sentences", hit.passage_id).tolist() if has_tables else []
+        rows = index.rows("candidates", hit.passage_id).tolist() if has_tables else []
+        total = sum(q_weight.values()) or 1.0
+        title_found = matcher.found(_stems(passage.title))
+        sent_toks = [_stems(text[a:b], offset=a) for a, b in sentences]
+        sent_found = [matcher.found(toks) for toks in sent_toks]
+        passage_cov = _weighted(title_found.union(*sent_found), q_weight, total)
         sent_info = []
         for i, toks in enumerate(sent_toks):
-            near = title_terms.union(*sent_terms[max(0, i - 1) : i], *sent_terms[i + 1 : i + 2])
-            matched = [(s, e) for s, e, t in toks if any(_same_term(t, q) for q in q_weight)]
-            cov = _window_coverage(sent_terms[i], near, q_weight, total)
-            window = sent_terms[i] | near
-            plain = sum(_contains(window, q) for q in q_weight) / max(1, len(q_weight))
-            missing = sum(not _contains(window, r) for r in qa.required)
+            near = title_found.union(*sent_found[max(0, i - 1) : i], *sent_found[i + 1 : i + 2])
+            inside = sent_found[i]
+            window = inside | near
+            cov = (
+                _weighted(inside, q_weight, total)
+                + 0.5 * _weighted(near - inside, q_weight, total)
+            )
+            missing = sum(r not in window for r in qa.required)
             cov *= 1.0 - REQUIRED_PENALTY * missing / max(1, len(qa.required))
-            sent_info.append((int(sentences[i][0]), int(sentences[i][1]), toks, matched, cov, plain))
+            plain = sum(q in window for q in q_weight) / max(1, len(q_weight))
+            matched = [(a, b) for a, b, t in toks if matcher(t) in q_weight]
+            sent_info.append((sentences[i][0], sentences[i][1], toks, matched, cov, plain))
         retrieval = hit.score
-        q_terms = list(dict.fromkeys([*q_weight, *qa.terms]))
         out = []
 
         def emit(start, end, type_fit, sentence_idx, cand_terms=None):
@@ -142,7 +145,7 @@ class BuiltinReader:
             prox = _proximity(start, end, matched)
             if cand_terms is None:
                 cand_terms = [t for _, _, t in _stems(text[start:end])]
-            echo = sum(any(_same_term(t, q) for q in q_terms) for t in cand_terms)
+            echo = sum(matcher(t) is not None for t in cand_terms)
             echo_factor = 1.0 - 0.5 * echo / max(1, len(cand_terms))
             context = (
                 W_SENTENCE * cov
@@ -156,12 +159,14 @@ class BuiltinReader:
                 Candidate(rank, hit.passage_id, start, end, text[start:end], score, cov, plain)
             )
 
+        if not sentences:
+            return out
         if qa.answer_type == "ACRONYM":
             for start, end in _acronym_expansions(text, qa.acronym or ""):
                 emit(start, end, 1.0, _sentence_of(sentences, start))
             return out
         if qa.answer_type is None:
-            for i, (a, b, toks, matched, cov, _) in enumerate(sent_info):
+            for i, (a, b, toks, _, cov, _) in enumerate(sent_info):
                 if cov <= 0:
                     continue
                 span = _open_answer(qa, text, a, b, toks)
@@ -181,10 +186,36 @@ class BuiltinReader:
             if fit <= 0 or sentence_idx >= len(sent_info):
                 continue
             cand_terms = [t for _, _, t in _stems(text[start:end])]
-            if not cand_terms or all(any(_same_term(t, q) for q in q_terms) for t in cand_terms):
+            if not cand_terms or all(matcher(t) is not None for t in cand_terms):
                 continue  # never answer with the question's own words
-            emit(int(start), int(end), fit, int(sentence_idx), cand_terms)
+            emit(start, end, fit, sentence_idx, cand_terms)
         return out
+
+
+class TermMatcher:
+    """Which question term (if any) a passage token matches, memoised per question."""
+
+    def __init__(self, question_terms: list[str]):
+        self.terms = list(dict.fromkeys(question_terms))
+        self.exact = set(self.terms)
+        self.cache: dict[str, str | None] = {}
+
+    def __call__(self, token: str) -> str | None:
+        if token in self.exact:
+            return token
+        hit = self.cache.get(token, "")
+        if hit == "":
+            hit = next((q for q in self.terms if _same_term(token, q)), None)
+            self.cache[token] = hit
+        return hit
+
+    def found(self, toks) -> set[str]:
+        """The question terms matched by (start, end, stem) tokens."""
+        return {m for _, _, t in toks if (m := self(t)) is not None}
+
+
+def _weighted(found: set[str], q_weight: dict[str, float], total: float) -> float:
+    return sum(w for q, w in q_weight.items() if q in found) / total
 
 
 def _is_name(text: str, start: int, end: int, sentence_start: int) -> bool:
@@ -212,27 +243,6 @@ def _stems(text: str, offset: int = 0) -> list[tuple[int, int, str]]:
         for s, e, w in words(text)
         if w not in STOPWORDS
     ]
-
-
-def _contains(present: set[str], term: str) -> bool:
-    return any(_same_term(term, t) for t in present)
-
-
-def _window_coverage(inside: set[str], near: set[str], q_weight, total: float) -> float:
-    """Weighted share of question terms in the sentence (1) or only next to it or in the
-    document title (1/2)."""
-    got = 0.0
-    for q, w in q_weight.items():
-        if _contains(inside, q):
-            got += w
-        elif _contains(near, q):
-            got += 0.5 * w
-    return got / total
-
-
-def _coverage(present: set[str], q_weight: dict[str, float], total: float) -> float:
-    got = sum(w for q, w in q_weight.items() if any(_same_term(q, t) for t in present))
-    return got / total
 
 
 def _proximity(start: int, end: int, matched: list[tuple[int, int]]) -> float:
@@ -292,9 +302,7 @@ def _match_initials(tokens, letters, reverse: bool):
             li += 1
             first = i if first is None else first
             last = i
-        elif p.lower() in _MINOR and first is not None:
-            continue
-        elif first is None and li == 0 and p.lower() in {"or", "and", "the", "a", "an"}:
+        elif p.lower() in _MINOR and first is not None or first is None and li == 0 and p.lower() in {"or", "and", "the", "a", "an"}:
             continue
         else:
             return None
@@ -308,9 +316,9 @@ _CLAUSE_END = re.compile(r"[,;:.!?(—–]|\s-\s|\b(?:which|who|because|while|wh
 _REASON = re.compile(
     r"\b(?:because(?: of)?|due to|owing to|thanks to|as a result of|caused by|in order to|"
     r"so that|so as to|since|as)\s+",
-    re.I,
+    re.IGNORECASE,
 )
-_MANNER = re.compile(r"\b(?:by|through|via|using)\s+", re.I)
+_MANNER = re.compile(r"\b(?:by|through|via|using)\s+", re.IGNORECASE)
 
 
 def _open_answer(qa: QuestionAnalysis, text: str, a: int, b: int, toks) -> tuple[int, int] | None:

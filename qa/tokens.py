@@ -8,43 +8,14 @@ from functools import lru_cache
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*", re.UNICODE)
 
 STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is it
-    its itself just me more most my myself no nor not now of off on once only or other our ours
-    ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself
-    yourselves s t don shall may might must also""".split()
+    ["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "s", "t", "don", "shall", "may", "might", "must", "also"]
 )
 
 
 # Irregular past forms of common English verbs, mapped to their base form.
 _IRREGULAR = dict(
     pair.split(":")
-    for pair in """arose:arise awoke:awake was:be were:be been:be
-    became:become began:begin begun:begin bent:bend bitten:bite
-    bled:bleed blew:blow blown:blow broke:break broken:break bred:breed brought:bring
-    built:build burnt:burn bought:buy caught:catch chose:choose chosen:choose came:come
-    crept:creep dealt:deal dug:dig did:do done:do drew:draw drawn:draw
-    dreamt:dream drank:drink drunk:drink drove:drive driven:drive ate:eat eaten:eat
-    fallen:fall fed:feed fought:fight fled:flee flew:fly flown:fly
-    forbade:forbid forgot:forget forgotten:forget forgave:forgive froze:freeze frozen:freeze
-    got:get gotten:get gave:give given:give went:go gone:go grew:grow grown:grow
-    had:have heard:hear hid:hide hidden:hide held:hold kept:keep knelt:kneel
-    knew:know known:know laid:lay led:lead leapt:leap learnt:learn lent:lend
-    lost:lose made:make meant:mean met:meet paid:pay
-    rode:ride ridden:ride rang:ring risen:rise
-    ran:run said:say seen:see sought:seek sold:sell sent:send shook:shake
-    shaken:shake shone:shine shot:shoot sang:sing sung:sing sunk:sink
-    sat:sit slept:sleep slid:slide spoken:speak spent:spend spun:spin
-    sprang:spring stood:stand stole:steal stolen:steal stuck:stick stung:sting
-    struck:strike strove:strive swore:swear sworn:swear swept:sweep swam:swim swum:swim
-    swung:swing took:take taken:take taught:teach tore:tear torn:tear told:tell thought:think
-    threw:throw thrown:throw understood:understand undertook:undertake woke:wake woken:wake
-    wore:wear worn:wear won:win withdrew:withdraw withdrawn:withdraw wrote:write
-    written:write overtook:overtake overtaken:overtake oversaw:oversee overseen:oversee
-    rebuilt:rebuild""".split()
+    for pair in ["arose:arise", "awoke:awake", "was:be", "were:be", "been:be", "became:become", "began:begin", "begun:begin", "bent:bend", "bitten:bite", "bled:bleed", "blew:blow", "blown:blow", "broke:break", "broken:break", "bred:breed", "brought:bring", "built:build", "burnt:burn", "bought:buy", "caught:catch", "chose:choose", "chosen:choose", "came:come", "crept:creep", "dealt:deal", "dug:dig", "did:do", "done:do", "drew:draw", "drawn:draw", "dreamt:dream", "drank:drink", "drunk:drink", "drove:drive", "driven:drive", "ate:eat", "eaten:eat", "fallen:fall", "fed:feed", "fought:fight", "fled:flee", "flew:fly", "flown:fly", "forbade:forbid", "forgot:forget", "forgotten:forget", "forgave:forgive", "froze:freeze", "frozen:freeze", "got:get", "gotten:get", "gave:give", "given:give", "went:go", "gone:go", "grew:grow", "grown:grow", "had:have", "heard:hear", "hid:hide", "hidden:hide", "held:hold", "kept:keep", "knelt:kneel", "knew:know", "known:know", "laid:lay", "led:lead", "leapt:leap", "learnt:learn", "lent:lend", "lost:lose", "made:make", "meant:mean", "met:meet", "paid:pay", "rode:ride", "ridden:ride", "rang:ring", "risen:rise", "ran:run", "said:say", "seen:see", "sought:seek", "sold:sell", "sent:send", "shook:shake", "shaken:shake", "shone:shine", "shot:shoot", "sang:sing", "sung:sing", "sunk:sink", "sat:sit", "slept:sleep", "slid:slide", "spoken:speak", "spent:spend", "spun:spin", "sprang:spring", "stood:stand", "stole:steal", "stolen:steal", "stuck:stick", "stung:sting", "struck:strike", "strove:strive", "swore:swear", "sworn:swear", "swept:sweep", "swam:swim", "swum:swim", "swung:swing", "took:take", "taken:take", "taught:teach", "tore:tear", "torn:tear", "told:tell", "thought:think", "threw:throw", "thrown:throw", "understood:understand", "undertook:undertake", "woke:wake", "woken:wake", "wore:wear", "worn:wear", "won:win", "withdrew:withdraw", "withdrawn:withdraw", "wrote:write", "written:write", "overtook:overtake", "overtaken:overtake", "oversaw:oversee", "overseen:oversee", "rebuilt:rebuild"]
 )
 
 _SPELLING = (("ence", "ense"), ("ise", "ize"), ("yse", "yze"), ("our", "or"), ("tre", "ter"))
@@ -56,8 +27,7 @@ def stem(word: str) -> str:
     British spellings folded to American ones (defence/defense, centre/center)."""
     w = word
     for apostrophe in ("'s", "’s"):
-        if w.endswith(apostrophe):
-            w = w[: -len(apostrophe)]
+        w = w.removesuffix(apostrophe)
     if not w.isalpha():
         return w
     w = _IRREGULAR.get(w, w)

@@ -25,8 +25,14 @@ ALLOWED_SUFFIXES = (".txt", ".md")
 MAX_NAME_CHARS = 120
 # The whitelist: ASCII letters, digits, and . _ - ( ) and space inside a name.
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._() -]+")
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
-             *(f"lpt{i}" for i in range(10))}
+_RESERVED = {
+    "con",
+    "prn",
+    "aux",
+    "nul",
+    *(f"com{i}" for i in range(10)),
+    *(f"lpt{i}" for i in range(10)),
+}
 
 _save_lock = threading.Lock()  # one writer at a time inside this process
 
@@ -94,8 +100,7 @@ def safe_filename(name: str) -> str:
     return stem + suffix
 
 
-def check_content(data: bytes, name: str = "the file",
-                  max_bytes: int | None = None) -> str:
+def check_content(data: bytes, name: str = "the file", max_bytes: int | None = None) -> str:
     """Decode an upload as UTF-8 text, or raise UploadError saying why it cannot be used."""
     limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     shown = _shown(name)
@@ -125,8 +130,7 @@ def _size(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def read_upload(path: str | Path, name: str | None = None,
-                max_bytes: int | None = None) -> bytes:
+def read_upload(path: str | Path, name: str | None = None, max_bytes: int | None = None) -> bytes:
     """Read an uploaded file from disk without reading more than the limit allows."""
     limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     path = Path(path)
@@ -153,8 +157,9 @@ def candidate_names(name: str):
         yield stem[: MAX_NAME_CHARS - len(tail)] + tail
 
 
-def save_upload(data: bytes, name: str, folder: str | Path,
-                max_bytes: int | None = None) -> SavedUpload:
+def save_upload(
+    data: bytes, name: str, folder: str | Path, max_bytes: int | None = None
+) -> SavedUpload:
     """Check an upload and write it into ``folder`` under a safe, unused name.
 
     Raises UploadError (one line) when the name, size or content is refused. An existing
@@ -172,8 +177,9 @@ def save_upload(data: bytes, name: str, folder: str | Path,
         if existing.is_file() and not existing.is_symlink():
             try:
                 if existing.read_bytes() == data:
-                    return SavedUpload(name, safe, existing, renamed=False, duplicate=True,
-                                      safe=safe)
+                    return SavedUpload(
+                        name, safe, existing, renamed=False, duplicate=True, safe=safe
+                    )
             except OSError:
                 pass
         fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
@@ -187,8 +193,9 @@ def save_upload(data: bytes, name: str, folder: str | Path,
                 target = folder / candidate
                 if _claim(tmp, target):
                     _fsync_dir(folder)
-                    return SavedUpload(name, candidate, target, renamed=candidate != safe,
-                                      safe=safe)
+                    return SavedUpload(
+                        name, candidate, target, renamed=candidate != safe, safe=safe
+                    )
             raise UploadError(f"{safe}: too many files with this name already")
         finally:
             if os.path.lexists(tmp):

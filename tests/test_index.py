@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from qa import QAError, index as index_mod, store
+from qa import QAError, store
+from qa import index as index_mod
 
 DOC_A = (
     "Harbour Report\n\nThe harbour authority opened a new container terminal in Brindle on "

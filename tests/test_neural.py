@@ -7,11 +7,7 @@ import pytest
 
 from qa import QAError
 
-WORDS = (
-    "the a of to in and is was on for by with from at bridge river city opened cost million "
-    "mayor who what when how many long built company steel deck kessling arlow petra "
-    "lindqvist norberg gothenburg 12 september 1 8 kilometres 95 years four"
-).split()
+WORDS = ["the", "a", "of", "to", "in", "and", "is", "was", "on", "for", "by", "with", "from", "at", "bridge", "river", "city", "opened", "cost", "million", "mayor", "who", "what", "when", "how", "many", "long", "built", "company", "steel", "deck", "kessling", "arlow", "petra", "lindqvist", "norberg", "gothenburg", "12", "september", "1", "8", "kilometres", "95", "years", "four"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,440 @@
+"""The web app: reply formatting (escaping, highlight, no answer), upload safety, and the
+running app answering through gradio_client."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import app
+from qa import Answer, Quote, config
+from qa.uploads import (
+    MAX_NAME_CHARS,
+    UploadError,
+    check_content,
+    read_upload,
+    safe_filename,
+    save_upload,
+)
+
+INTERCEPTORS = "How many interceptors is the Pentagon sending to Ukraine?"
+INTERCEPTOR_SOURCE = "001_d68ff4131b3e9101.txt"
+REPLY_TAGS = {
+    "div",
+    "p",
+    "strong",
+    "details",
+    "summary",
+    "ol",
+    "li",
+    "span",
+    "blockquote",
+    "mark",
+    "br",
+}
+HOSTILE = (
+    "Intro <script>window.__pwned=1</script> and <b>bold</b> and <img src=x onerror=alert(1)> "
+    "*stars* _under_ **strong** # heading `code` [link](http://example.com) | a | b | "
+    "$$x^2$$ \\escape ~~strike~~ &amp; \"quotes\" 'single'"
+)
+
+
+class _Tags(HTMLParser):
+    """Collects the tags and the text (entities decoded) of an HTML fragment."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "br":
+            self.text.append("\n")
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(fragment: str) -> _Tags:
+    p = _Tags()
+    p.feed(fragment)
+    p.close()
+    return p
+
+
+def text_nodes(fragment: str) -> str:
+    """The raw (still escaped) text between tags."""
+    return "".join(re.split(r"<[^>]*>", fragment))
+
+
+def quote(text, source="doc.txt", start=100, answer=None, score=0.9, paragraph=2):
+    a = text.find(answer) if answer else -1
+    return Quote(
+        source=source,
+        text=text,
+        start=start,
+        end=start + len(text),
+        score=score,
+        paragraph=paragraph,
+        answer_start=start + a if a >= 0 else None,
+        answer_end=start + a + len(answer) if a >= 0 else None,
+    )
+
+
+# -- reply formatting ------------------------------------------------------------------------
+
+
+def test_reply_puts_bold_answer_first_then_sources_best_first():
+    best = quote(
+        "The Pentagon is sending more than 500 interceptors.",
+        "a.txt",
+        0,
+        "more than 500",
+        score=0.97,
+        paragraph=1,
+    )
+    other = quote("Some 500 missiles in all.", "b.txt", 611, "500", score=0.61, paragraph=3)
+    reply = app.format_reply(Answer("q", "more than 500", 0.93, [other, best], ["a.txt", "b.txt"]))
+
+    assert reply.index("<strong>more than 500</strong>") < reply.index("<details")
+    assert "<summary>Sources (2)</summary>" in reply
+    assert reply.index("a.txt") < reply.index("b.txt")  # best first, whatever the input order
+    assert "sending <mark>more than 500</mark> interceptors." in reply
+    assert "Some <mark>500</mark> missiles" in reply
+    cite = parse(reply).text
+    text = "".join(cite)
+    assert "paragraph 1 · chars 0–51 · score 0.97" in text
+    assert "paragraph 3 · chars 611–636 · score 0.61" in text
+    assert "confidence 93%" in text
+    assert {t for t, _ in parse(reply).tags} <= REPLY_TAGS
+
+
+def test_reply_shows_document_markup_and_markdown_literally():
+    q = quote(
+        HOSTILE + " The bridge has 7 arches.", "<img src=x onerror=alert(2)>.txt", answer="7 arches"
+    )
+    reply = app.format_reply(Answer("q", "<b>7</b> *arches*", 0.8, [q], [q.source]))
+
+    parsed = parse(reply)
+    assert {t for t, _ in parsed.tags} <= REPLY_TAGS  # only our own markup
+    assert all(not k.startswith("on") for _, attrs in parsed.tags for k in attrs)
+    assert "<script" not in reply.lower() and "<b>" not in reply and "<img" not in reply
+    # Every character of the document survives, shown literally.
+    assert HOSTILE in "".join(parsed.text)
+    assert "<b>7</b> *arches*" in "".join(parsed.text)
+    assert "<img src=x onerror=alert(2)>.txt" in "".join(parsed.text)
+    # Markdown control characters are entities, so no renderer could act on them.
+    raw = re.sub(r"&#?\w+;", "", text_nodes(reply))  # the text, entities left out
+    for ch in "*_`#[]|$\\<>":
+        assert ch not in raw, ch
+    # The original entity text "&amp;" is itself escaped (shown as "&amp;", not "&").
+    assert "&amp;amp;" in reply
+
+
+def test_reply_has_no_raw_newlines_and_keeps_line_breaks():
+    q = quote("Headline\n\nFirst line.\r\nSecond 500 line.", answer="500")
+    reply = app.format_reply(Answer("q", "500", 0.7, [q], ["doc.txt"]))
+    assert "\n" not in reply and "\r" not in reply  # Gradio's cleandoc cannot re-indent it
+    assert "Headline<br>First line.<br>Second <mark>500</mark> line." in reply
+
+
+def test_no_answer_says_so_plainly_and_still_quotes_closest_passages():
+    q1 = quote("Nothing about cheese here.", "a.txt", score=0.4)
+    q2 = quote("Nor here, about the moon.", "b.txt", score=0.5)
+    ans = Answer("What colour is the moon cheese?", None, 0.0, [q1, q2], [])
+    reply = app.format_reply(ans)
+    assert ans.message.split(".")[0] in html.unescape(reply)  # "The documents do not say"
+    assert "<strong>" not in reply and "<mark>" not in reply
+    assert "Closest passages (2)" in reply
+    assert reply.index("b.txt") < reply.index("a.txt")
+    assert "Nothing about cheese here." in reply and "Nor here, about the moon." in reply
+
+
+def test_error_reply_is_one_escaped_line():
+    reply = app.format_error("the question is <empty>")
+    assert reply == '<p class="qa-error">the question is &lt;empty&gt;</p>'
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_esc_is_inert_and_lossless(text):
+    out = app.esc(text)
+    assert "<" not in out.replace("<br>", "") and ">" not in out.replace("<br>", "")
+    assert "\n" not in out and "\r" not in out
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+    assert html.unescape(out.replace("<br>", "\n")) == normalised
+
+
+def test_status_panel_lists_counts_staleness_and_escapes_names():
+    status = {
+        "built": "2026-11-23T01:55:24+0000",
+        "documents": 2,
+        "passages": 9,
+        "sources": {"a.txt": 4, "<i>b</i>.md": 5},
+        "skipped": {"c.txt": "c.txt: not UTF-8"},
+        "stale": ["added: new_<x>.txt", "removed: a.txt"],
+        "seeds_dir": "/d",
+        "index_dir": "/i",
+    }
+    out = app.format_status(status)
+    text = "".join(parse(out).text)
+    assert "2 documents · 9 passages indexed" in text
+    assert "2026-11-23 01:55" in text
+    assert "changed since" in text and "added: new_<x>.txt" in text and "removed: a.txt" in text
+    assert "<i>" not in out and "&lt;i&gt;b&lt;/i&gt;.md" in out.replace("&#95;", "_")
+    assert "not UTF-8" in text
+    fresh = app.format_status({**status, "stale": []})
+    assert "Up to date" in fresh
+
+
+def test_cli_flags_and_environment(monkeypatch):
+    args = app.parse_args(
+        ["--seeds", "docs", "--index", "idx", "--host", "0.0.0.0", "--port", "9000"]
+    )
+    assert (args.seeds, args.index, args.host, args.port) == (
+        Path("docs"),
+        Path("idx"),
+        "0.0.0.0",
+        9000,
+    )
+    seen = {}
+
+    class FakeDemo:
+        def launch(self, **kw):
+            seen.update(kw)
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    app.launch(FakeDemo())
+    assert (seen["server_name"], seen["server_port"]) == ("127.0.0.1", 7860)  # loopback
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    app.launch(FakeDemo())
+    assert (seen["server_name"], seen["server_port"]) == ("0.0.0.0", 7999)
+    app.launch(FakeDemo(), "127.0.0.2", 8001)  # flags win over the environment
+    assert (seen["server_name"], seen["server_port"]) == ("127.0.0.2", 8001)
+    assert seen["share"] is False
+
+
+# -- upload safety ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("notes.txt", "notes.txt"),
+        ("Notes Final (v2).MD", "Notes Final (v2).md"),
+        ("../../etc/passwd.txt", "passwd.txt"),
+        ("..\\..\\windows\\win.ini.txt", "win.ini.txt"),
+        ("/abs/path/report.md", "report.md"),
+        ("a b$c;rm -rf *.txt", "a b_c_rm -rf.txt"),
+        ("Überblick.md", "Uberblick.md"),
+        ("报告.txt", "upload.txt"),
+        ("CON.txt", "CON_.txt"),
+        ("x" * 300 + ".txt", "x" * (MAX_NAME_CHARS - 4) + ".txt"),
+    ],
+)
+def test_safe_filename_keeps_a_plain_basename(name, expected):
+    assert safe_filename(name) == expected
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        (".hidden.txt", "hidden"),
+        ("dir/.bashrc.md", "hidden"),
+        ("..", "not a file name"),
+        ("evil/..", "not a file name"),
+        ("", "no name"),
+        ("   ", "no name"),
+        ("report.pdf", "only .txt and .md"),
+        ("archive.txt.gz", "only .txt and .md"),
+        ("README", "only .txt and .md"),
+        ("a\x00b.txt", "NUL"),
+    ],
+)
+def test_safe_filename_refuses_unsafe_names(name, reason):
+    with pytest.raises(UploadError, match=reason) as e:
+        safe_filename(name)
+    assert "\n" not in str(e.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=80)
+    | st.builds(
+        lambda a, b: a + b, st.text(max_size=40), st.sampled_from([".txt", ".md", ".TXT", "/.md"])
+    )
+)
+def test_safe_filename_never_escapes_the_folder(name):
+    try:
+        safe = safe_filename(name)
+    except UploadError:
+        return
+    assert re.fullmatch(r"[A-Za-z0-9._() -]+\.(txt|md)", safe)
+    assert not safe.startswith(".") and len(safe) <= MAX_NAME_CHARS
+    folder = Path("/srv/docs")
+    assert (folder / safe).resolve().parent == folder
+
+
+def test_check_content_messages():
+    assert check_content("héllo\n".encode()) == "héllo\n"
+    assert check_content(b"\xef\xbb\xbfwith BOM") == "with BOM"
+    with pytest.raises(UploadError, match=r"big.txt is 11 bytes; the upload limit is 10 bytes"):
+        check_content(b"x" * 11, "big.txt", max_bytes=10)
+    with pytest.raises(UploadError, match=r"latin.txt is not UTF-8 text \(invalid byte at"):
+        check_content("café".encode("latin-1"), "latin.txt")
+    with pytest.raises(UploadError, match="binary"):
+        check_content(b"abc\x00def", "bin.txt")
+    with pytest.raises(UploadError, match="empty"):
+        check_content(b" \n ", "blank.txt")
+
+
+def test_size_limit_comes_from_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "MAX_UPLOAD_BYTES", 16)
+    with pytest.raises(UploadError, match="upload limit is 16 bytes"):
+        save_upload(b"x" * 17, "big.txt", tmp_path)
+    big = tmp_path / "incoming.txt"
+    big.write_bytes(b"x" * 1000)
+    with pytest.raises(UploadError, match="incoming.txt is 1000 bytes"):
+        read_upload(big)
+    assert save_upload(b"x" * 16, "ok.txt", tmp_path).name == "ok.txt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["incoming.txt", "ok.txt"]
+
+
+def test_save_never_overwrites(tmp_path):
+    first = save_upload(b"first version\n", "notes.txt", tmp_path)
+    assert (first.name, first.renamed, first.message) == ("notes.txt", False, "added notes.txt")
+    second = save_upload(b"second version\n", "../notes.txt", tmp_path)
+    assert second.name == "notes-2.txt" and second.renamed
+    assert second.message == "notes.txt already exists; saved as notes-2.txt instead"
+    third = save_upload(b"third\n", "notes.txt", tmp_path)
+    assert third.name == "notes-3.txt"
+    assert (tmp_path / "notes.txt").read_bytes() == b"first version\n"
+    assert (tmp_path / "notes-2.txt").read_bytes() == b"second version\n"
+    same = save_upload(b"first version\n", "notes.txt", tmp_path)
+    assert same.duplicate and "already in the documents" in same.message
+    renamed = save_upload(b"x\n", "my notes?.txt", tmp_path)
+    assert renamed.message == "added my notes?.txt as my notes.txt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "my notes.txt",
+        "notes-2.txt",
+        "notes-3.txt",
+        "notes.txt",
+    ]  # no temp files left
+
+
+def test_save_is_atomic_and_cleans_up_on_failure(tmp_path, monkeypatch):
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        save_upload(b"hello\n", "a.txt", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither a half file nor a temp file
+
+
+def test_save_falls_back_to_replace_where_links_fail(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.txt").write_text("old")
+    saved = save_upload(b"new\n", "a.txt", tmp_path)
+    assert saved.name == "a-2.txt" and (tmp_path / "a.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-2.txt", "a.txt"]
+
+
+def test_save_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(UploadError, match="does not exist"):
+        save_upload(b"x\n", "a.txt", tmp_path / "nope")
+
+
+# -- the running app -------------------------------------------------------------------------
+
+
+def _reply(history) -> str:
+    content = history[-1]["content"]
+    if isinstance(content, list):
+        content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
+    return content
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False, download_files=False)
+
+
+def test_app_answers_with_the_source(client):
+    cleared, history, status = client.predict(INTERCEPTORS, [], api_name="/ask")
+    assert cleared == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    reply = _reply(history)
+    assert "<strong>" in reply and "<mark>" in reply and "<details" in reply
+    text = html.unescape(reply)
+    assert "500" in text
+    assert INTERCEPTOR_SOURCE in text
+    assert "documents" in status
+
+
+def test_app_keeps_the_conversation(client):
+    _, history, _ = client.predict(INTERCEPTORS, [], api_name="/ask")
+    _, history, _ = client.predict(
+        "Who is Ukraine's new Defence Minister?", history, api_name="/ask"
+    )
+    assert [m["role"] for m in history] == ["user", "assistant"] * 2
+
+
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        ("x" * (config.MAX_QUESTION_CHARS + 1), "the limit is"),
+        ("\x00\x01 \x02", "the question is empty"),
+    ],
+)
+def test_app_shows_bad_input_as_one_line(client, question, message):
+    _, history, _ = client.predict(question, [], api_name="/ask")
+    reply = _reply(history)
+    assert message in html.unescape(reply)
+    assert reply.startswith('<p class="qa-error">') and "Traceback" not in reply
+
+
+def test_app_upload_adds_a_document_and_reindexes(scratch_app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    c = Client(scratch_app_url, verbose=False, download_files=False)
+    doc = tmp_path / "kelpie_ferry.txt"
+    doc.write_text("The Kelpie ferry crosses the Marrow Sound in exactly 43 minutes.\n")
+    _, status, notice = c.predict([handle_file(str(doc))], api_name="/upload")
+    notice = html.unescape(notice)
+    assert "Added kelpie_ferry.txt" in notice and "Indexed" in notice
+    assert "kelpie_ferry.txt" in html.unescape(status)
+    _, history, _ = c.predict(
+        "How long does the Kelpie ferry take to cross the Marrow Sound?", [], api_name="/ask"
+    )
+    text = html.unescape(_reply(history))
+    assert "43 minutes" in text and "kelpie_ferry.txt" in text
+    # The same name again with other content is kept apart, not overwritten.
+    doc.write_text("The Kelpie ferry was repainted green in 2019.\n")
+    _, _, notice = c.predict([handle_file(str(doc))], api_name="/upload")
+    assert "saved as kelpie_ferry-2.txt" in html.unescape(notice)
+
+
+def test_app_answers_several_users_at_once(app_url):
+    from gradio_client import Client
+
+    clients = [Client(app_url, verbose=False, download_files=False) for _ in range(3)]
+    jobs = [c.submit(INTERCEPTORS, [], api_name="/ask") for c in clients]
+    for job in jobs:
+        _, history, _ = job.result(timeout=120)
+        assert "500" in html.unescape(_reply(history))
