@@ -147,9 +147,7 @@ class Encoder:
             )
             if self._dimension is None:
                 enc = self.onnx
-                self._dimension = (
-                    enc.dimension if enc is not None else _st_dimension(self.model)
-                )
+                self._dimension = enc.dimension if enc is not None else _st_dimension(self.model)
         return self._dimension
 
     def _files_dimension(self) -> int | None:

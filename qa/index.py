@@ -109,6 +109,10 @@ class Index:
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
+    @property
+    def vocabulary(self) -> dict[str, int]:
+        return self._bm25.vocab_dict
+
     def document_frequency(self, term: str) -> int:
         """How many passages contain the (stemmed) term, read off the BM25 postings."""
         token_id = self._bm25.vocab_dict.get(term)
@@ -242,7 +246,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
     keys = [passage_key(t, encoder.model_id) for t in search_texts]
     old_rows: dict[bytes, int] = {}
     if previous is not None and previous.model_id == encoder.model_id:
-        old_rows = {bytes(k): i for i, k in enumerate(previous.passage_keys)}
+        old_rows = {k.tobytes(): i for i, k in enumerate(np.asarray(previous.passage_keys))}
     reuse = [old_rows.get(k) for k in keys]
     new_idx = [i for i, r in enumerate(reuse) if r is None]
 
@@ -262,6 +266,9 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
     if annotator is not None:
         tables = _annotate(annotator, texts, reuse, previous, progress)
 
+    term_ids, vocab = _bm25_terms(search_texts, reuse, previous)
+    tables["bm25_terms"] = _stack_blocks([np.asarray(ids, dtype=np.int32) for ids in term_ids])
+
     dense_meta = _dense_meta(len(texts))
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -279,7 +286,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous):
         _write_passages(vdir, passages, manifest["source_names"], keys)
         store.save_array(vdir, "vectors", vectors)
         _write_dense(vdir, vectors, dense_meta)
-        _write_bm25(vdir / "bm25", search_texts)
+        _write_bm25(vdir / "bm25", term_ids, vocab)
         for name, (ptr, rows) in tables.items():
             store.save_array(vdir, f"{name}.ptr", ptr)
             store.save_array(vdir, f"{name}.rows", rows)
@@ -322,7 +329,7 @@ def _annotate(annotator, texts, reuse, previous, progress):
         progress("analysing", len(todo), len(todo))
     position = {i: n for n, i in enumerate(todo)}
     tables = {}
-    for name in sorted(names_needed if todo else previous.tables):
+    for name in sorted(names_needed):
         blocks = []
         for i, r in enumerate(reuse):
             if r is None:
@@ -363,7 +370,10 @@ def _write_passages(vdir: Path, passages: list[Passage], names: list[str], keys)
     store.save_array(vdir, "passage_start", np.array([p.start for p in passages], np.int64))
     store.save_array(vdir, "passage_end", np.array([p.end for p in passages], np.int64))
     store.save_array(vdir, "passage_paragraph", np.array([p.paragraph for p in passages], np.int32))
-    store.save_array(vdir, "passage_keys", np.array(keys, dtype="S16"))
+    # Raw bytes, (n, 16) uint8: numpy's fixed-width bytes type would drop trailing zero bytes.
+    store.save_array(
+        vdir, "passage_keys", np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16)
+    )
 
 
 def _write_dense(vdir: Path, vectors: np.ndarray, meta: dict) -> None:
@@ -380,11 +390,30 @@ def _write_dense(vdir: Path, vectors: np.ndarray, meta: dict) -> None:
     faiss.write_index(index, str(vdir / "dense.faiss"))
 
 
-def _write_bm25(path: Path, texts: list[str]) -> None:
-    import bm25s
-
+def _bm25_terms(search_texts, reuse, previous) -> tuple[list, dict[str, int]]:
+    """Every passage's BM25 terms as ids into a vocabulary that only grows: unchanged passages
+    keep the ids stored in the previous version, so only new passages are tokenised."""
     from .tokens import terms
 
+    usable = previous is not None and "bm25_terms" in previous.tables
+    vocab: dict[str, int] = dict(previous.vocabulary) if usable else {"": 0}
+    term_ids = []
+    for text, r in zip(search_texts, reuse):
+        if usable and r is not None:
+            term_ids.append(previous.rows("bm25_terms", r))
+            continue
+        ids = []
+        for term in terms(text):
+            if term not in vocab:
+                vocab[term] = len(vocab)
+            ids.append(vocab[term])
+        term_ids.append(ids)
+    return term_ids, vocab
+
+
+def _write_bm25(path: Path, term_ids: list, vocab: dict[str, int]) -> None:
+    import bm25s
+
     retriever = bm25s.BM25()
-    retriever.index([terms(t) for t in texts], show_progress=False)
+    retriever.index(([list(map(int, ids)) for ids in term_ids], vocab), show_progress=False)
     retriever.save(str(path), allow_pickle=False)

@@ -410,7 +410,9 @@ class OnnxEncoder:
                 str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf
-            raise ExportBroken(f"{self.folder}: {MODEL_FILE} cannot be loaded ({e})".splitlines()[0]) from None
+            raise ExportBroken(
+                f"{self.folder}: {MODEL_FILE} cannot be loaded ({e})".splitlines()[0]
+            ) from None
         got = [i.name for i in self.session.get_inputs()]
         if got != self.input_names:
             raise ExportBroken(f"{self.folder}: model inputs {got} != {self.input_names}")
@@ -422,14 +424,19 @@ class OnnxEncoder:
         except (KeyError, TypeError, ValueError) as e:
             raise ExportBroken(f"{self.folder}: unusable probe in {META_FILE} ({e})") from None
         except Exception as e:  # noqa: BLE001 - onnxruntime's own errors
-            raise ExportBroken(f"{self.folder}: the model fails to run ({e})".splitlines()[0]) from None
+            raise ExportBroken(
+                f"{self.folder}: the model fails to run ({e})".splitlines()[0]
+            ) from None
         if not cosine >= PROBE_MIN_COSINE:  # also catches NaN
             raise ExportBroken(f"{self.folder}: probe vector mismatch (cosine {cosine:.4f})")
 
     def _run(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         (out,) = self.session.run(None, feed)
