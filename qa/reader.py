@@ -26,7 +26,8 @@ W_PASSAGE = 0.10
 W_PROXIMITY = 0.20
 W_RETRIEVAL = 0.20
 TYPE_FLOOR = 0.4
-REQUIRED_PENALTY = 0.6  # share of sentence match lost when all of the question's names are absent  # a candidate of the wrong type keeps this share of its score
+REQUIRED_PENALTY = 0.6
+HEADLINE_FACTOR = 0.6  # sentence match kept by a document's opening headline  # share of sentence match lost when all of the question's names are absent  # a candidate of the wrong type keeps this share of its score
 MIN_CONFIDENCE = 0.45
 MIN_SENTENCE_COVERAGE = 0.45
 AGREEMENT_BONUS = 0.08
@@ -123,6 +124,7 @@ class BuiltinReader:
         sent_toks = [_stems(text[a:b], offset=a) for a, b in sentences]
         sent_found = [matcher.found(toks) for toks in sent_toks]
         passage_cov = _weighted(title_found.union(*sent_found), q_weight, total)
+        headline_end = _headline_end(passage) if passage.paragraph == 1 else 0
         sent_info = []
         for i, toks in enumerate(sent_toks):
             near = title_found.union(*sent_found[max(0, i - 1) : i], *sent_found[i + 1 : i + 2])
@@ -134,6 +136,8 @@ class BuiltinReader:
             )
             missing = sum(r not in window for r in qa.required)
             cov *= 1.0 - REQUIRED_PENALTY * missing / max(1, len(qa.required))
+            if headline_end and sentences[i][0] < headline_end:
+                cov *= HEADLINE_FACTOR  # telegraphic headline grammar misleads extraction
             plain = sum(q in window for q in q_weight) / max(1, len(q_weight))
             matched = [(a, b) for a, b, t in toks if matcher(t) in q_weight]
             sent_info.append((sentences[i][0], sentences[i][1], toks, matched, cov, plain))
@@ -190,6 +194,23 @@ class BuiltinReader:
                 continue  # never answer with the question's own words
             emit(start, end, fit, sentence_idx, cand_terms)
         return out
+
+
+def _headline_end(passage) -> int:
+    """Where the headline-like blocks that open a document end inside its first passage."""
+    if not passage.title:
+        return 0
+    end = 0
+    remaining = passage.title.split()
+    for m in re.finditer(r"\S+", passage.text):
+        if not remaining:
+            break
+        if m.group().lstrip("#") == remaining[0]:
+            remaining.pop(0)
+            end = m.end()
+        elif m.group().strip("#"):
+            break
+    return end
 
 
 class TermMatcher:
