@@ -25,6 +25,7 @@ log = logging.getLogger("qa")
 
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 BACKENDS = ("auto", "onnx", "torch")
+ONNX_BATCH_SIZE = 32  # sorted by length; larger batches were no faster on 2 cores
 
 
 def resolve_model(name: str = config.EMBEDDING_MODEL) -> str:
@@ -168,16 +169,19 @@ class Encoder:
     def encode(
         self,
         texts: Sequence[str],
-        batch_size: int = config.EMBED_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
-        """Encode texts into L2-normalised float32 vectors, shape (len(texts), dimension)."""
+        """Encode texts into L2-normalised float32 vectors, shape (len(texts), dimension).
+
+        ``batch_size`` defaults to what suits the backend (ONNX 32, torch
+        ``config.EMBED_BATCH_SIZE``)."""
         if not len(texts):
             return np.zeros((0, self.dimension), dtype=np.float32)
         enc = self.onnx
         if enc is not None:
-            return enc.encode(texts, batch_size=batch_size, progress=progress)
-        return self._encode_st(texts, batch_size, progress)
+            return enc.encode(texts, batch_size=batch_size or ONNX_BATCH_SIZE, progress=progress)
+        return self._encode_st(texts, batch_size or config.EMBED_BATCH_SIZE, progress)
 
     def encode_query(self, text: str) -> np.ndarray:
         """One text's vector, shape (dimension,). Needs no torch once the export exists."""

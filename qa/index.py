@@ -4,7 +4,9 @@ reader's annotations, kept side by side in one committed version (see ``store``)
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,8 +54,6 @@ class Index:
     """A loaded, immutable index version. Arrays are memory-mapped; searches are thread-safe."""
 
     def __init__(self, index_dir: Path, manifest: dict, vdir: Path):
-        import faiss
-
         self.dir = Path(index_dir)
         self.manifest = manifest
         self.version = manifest["version_dir"]
@@ -67,10 +67,10 @@ class Index:
         self.text_offsets = store.load_array(vdir, "text_offsets")
         self.text_bytes = store.load_array(vdir, "texts")
         self.vectors = store.load_array(vdir, "vectors")
-        self.dense = faiss.read_index(str(vdir / "dense.faiss"))
-        if "efSearch" in manifest["dense"]["params"]:
-            self.dense.hnsw.efSearch = manifest["dense"]["params"]["efSearch"]
-        self._bm25 = _load_bm25(vdir / "bm25")
+        self._vdir = vdir
+        self._dense = None
+        self._dense_lock = threading.Lock()
+        self._bm25 = BM25Scores(vdir / "bm25")
         self.tables = {
             name: (store.load_array(vdir, f"{name}.ptr"), store.load_array(vdir, f"{name}.rows"))
             for name in manifest.get("tables", [])
@@ -101,11 +101,33 @@ class Index:
         ptr, rows = self.tables[table]
         return rows[ptr[i] : ptr[i + 1]]
 
+    @property
+    def dense(self):
+        """The FAISS index, loaded on first use (importing faiss costs a cold start ~0.5 s)."""
+        if self._dense is None:
+            with self._dense_lock:
+                if self._dense is None:
+                    import faiss
+
+                    dense = faiss.read_index(str(self._vdir / "dense.faiss"))
+                    if "efSearch" in self.manifest["dense"]["params"]:
+                        dense.hnsw.efSearch = self.manifest["dense"]["params"]["efSearch"]
+                    self._dense = dense
+        return self._dense
+
     def dense_search(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(self))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores, ids = self.dense.search(query_vector.reshape(1, -1).astype(np.float32), k)
+        query = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+        if self.manifest["dense"]["type"] == "flat-ip":
+            # Exact inner product over the memory-mapped vectors: the same result as FAISS's
+            # flat index, without loading FAISS for small folders.
+            scores = np.asarray(self.vectors) @ query
+            top = np.argpartition(-scores, k - 1)[:k]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return top, scores[top]
+        scores, ids = self.dense.search(query.reshape(1, -1), k)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
 
@@ -116,16 +138,13 @@ class Index:
     def document_frequency(self, term: str) -> int:
         """How many passages contain the (stemmed) term, read off the BM25 postings."""
         token_id = self._bm25.vocab_dict.get(term)
-        if token_id is None:
-            return 0
-        indptr = self._bm25.scores["indptr"]
-        return int(indptr[token_id + 1] - indptr[token_id])
+        return 0 if token_id is None else self._bm25.document_frequency(token_id)
 
     def sparse_search(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = self._bm25.get_tokens_ids(query_terms)
+        ids = [self._bm25.vocab_dict[t] for t in query_terms if t in self._bm25.vocab_dict]
         if not ids or len(self) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = self._bm25.get_scores_from_ids(ids)
+        scores = self._bm25.scores(ids)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -133,10 +152,34 @@ class Index:
         return top, scores[top]
 
 
-def _load_bm25(path: Path):
-    import bm25s
+class BM25Scores:
+    """The query side of a saved bm25s index, read straight from its arrays.
 
-    return bm25s.BM25.load(str(path), mmap=True, allow_pickle=False)
+    bm25s stores each (passage, term) BM25 score in a CSC matrix, so a query's scores are sums
+    of posting lists; reading them directly avoids importing bm25s and scipy (~1 s) per process.
+    """
+
+    def __init__(self, path: Path):
+        with open(path / "vocab.index.json", encoding="utf-8") as f:
+            self.vocab_dict: dict[str, int] = json.load(f)
+        with open(path / "params.index.json", encoding="utf-8") as f:
+            params = json.load(f)
+        if params.get("method", "lucene") not in ("lucene", "robertson", "atire"):
+            raise ValueError(f"unsupported BM25 variant {params.get('method')}")
+        self.num_docs = int(params["num_docs"])
+        self.data = np.load(path / "data.csc.index.npy", mmap_mode="r", allow_pickle=False)
+        self.indices = np.load(path / "indices.csc.index.npy", mmap_mode="r", allow_pickle=False)
+        self.indptr = np.load(path / "indptr.csc.index.npy", mmap_mode="r", allow_pickle=False)
+
+    def document_frequency(self, token_id: int) -> int:
+        return int(self.indptr[token_id + 1] - self.indptr[token_id])
+
+    def scores(self, token_ids: list[int]) -> np.ndarray:
+        out = np.zeros(self.num_docs, dtype=np.float32)
+        for t in token_ids:
+            a, b = int(self.indptr[t]), int(self.indptr[t + 1])
+            out[self.indices[a:b]] += self.data[a:b]  # a passage occurs once per posting list
+        return out
 
 
 def load(index_dir: Path, checksums: bool = True) -> Index | None:

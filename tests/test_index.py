@@ -195,3 +195,25 @@ def test_bad_files_are_skipped_with_a_warning_and_the_rest_indexed(make_engine, 
     q = r.quotes[0]
     stored = open(engine.seeds_dir / q.source, encoding="utf-8-sig", newline="").read()
     assert stored[q.start : q.end] == q.text
+
+
+def test_query_side_scoring_matches_bm25s_and_faiss(seed_engine):
+    """BM25 is scored from the saved arrays and small dense indexes with numpy, without
+    importing bm25s or FAISS at query time: both must agree with the libraries exactly."""
+    import bm25s
+
+    from qa.question import analyse
+
+    idx = seed_engine.index
+    library_bm25 = bm25s.BM25.load(str(idx._vdir / "bm25"), allow_pickle=False)
+    for question in ["How many interceptors?", "Who is the defence minister?", "NASAMS range"]:
+        terms = analyse(question).search_terms
+        ids = [library_bm25.vocab_dict[t] for t in terms if t in library_bm25.vocab_dict]
+        np.testing.assert_allclose(
+            idx._bm25.scores(ids), library_bm25.get_scores_from_ids(ids), rtol=1e-6
+        )
+        vector = seed_engine.encoder.encode_query(question)
+        ours_ids, ours_scores = idx.dense_search(vector, 10)
+        faiss_scores, faiss_ids = idx.dense.search(vector.reshape(1, -1), 10)
+        assert ours_ids.tolist() == faiss_ids[0].tolist()
+        np.testing.assert_allclose(ours_scores, faiss_scores[0], rtol=1e-5)
