@@ -7,6 +7,7 @@ stored as a row of passage-relative character offsets with a type code.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 
@@ -50,7 +51,7 @@ _UNIT = (
     r"per cent|percent|percentage points?|%|x))"
 )
 _CURRENCY_WORD = r"(?:dollars?|euros?|pounds sterling|pounds|yen|yuan|rupees?|francs?|usd|eur|gbp)"
-_NUM_RE = re.compile(
+_NUM_PATTERN = (
     rf"(?<![\w$€£¥])(?P<mod>{_MODIFIER}\s+)?"
     rf"(?P<cur>(?:US|A|C|NZ|HK)?[$€£¥]\s?)?"
     rf"(?P<num>{_NUMBER}|{_WORD_NUMBER})"
@@ -63,7 +64,7 @@ _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
     r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
 )
-_DATE_RE = re.compile(
+_DATE_PATTERN = (
     rf"\b(?:\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}(?:,?\s+\d{{4}})?"
     rf"|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?"
     rf"|{_MONTH}\s+\d{{4}}"
@@ -72,10 +73,16 @@ _DATE_RE = re.compile(
 )
 
 
+@functools.cache
+def _compiled(pattern: str, flags: int = 0) -> re.Pattern:
+    """Compiled on first use: only index builds need these (large) patterns."""
+    return re.compile(pattern, flags)
+
+
 def number_spans(text: str) -> list[tuple[int, int, str]]:
     """Number expressions with their modifiers, currency, scale and unit: (start, end, type)."""
     out = []
-    for m in _NUM_RE.finditer(text):
+    for m in _compiled(*_NUM_PATTERN).finditer(text):
         start, end = m.start(), m.end()
         token = m.group("num")
         if token.isdigit() and len(token) == 4 and not (m.group("cur") or m.group("unit")):
@@ -97,7 +104,7 @@ def number_spans(text: str) -> list[tuple[int, int, str]]:
 
 def date_spans(text: str) -> list[tuple[int, int]]:
     out = []
-    for m in _DATE_RE.finditer(text):
+    for m in _compiled(_DATE_PATTERN).finditer(text):
         if m.group("year"):
             out.append((m.start("year"), m.end()))
         else:
