@@ -217,3 +217,17 @@ def test_query_side_scoring_matches_bm25s_and_faiss(seed_engine):
         faiss_scores, faiss_ids = idx.dense.search(vector.reshape(1, -1), 10)
         assert ours_ids.tolist() == faiss_ids[0].tolist()
         np.testing.assert_allclose(ours_scores, faiss_scores[0], rtol=1e-5)
+
+
+def test_a_50_mb_file_is_refused_clearly_and_the_rest_indexed(make_engine, caplog):
+    engine = make_engine({"a.txt": DOC_A})
+    with open(engine.seeds_dir / "huge.txt", "w") as f:
+        line = "The same long line of filler text repeats here again and again.\n"
+        for _ in range(50 * 1024 * 1024 // len(line) + 1):
+            f.write(line)
+    with caplog.at_level("WARNING", logger="qa"):
+        engine.refresh()
+    status = engine.status()
+    assert "huge.txt" in status["skipped"] and "limit per document" in status["skipped"]["huge.txt"]
+    assert "huge.txt" in caplog.text
+    assert engine.answer("Who is the port director?").text == "Elena Marsh"
