@@ -162,7 +162,10 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> None:
 
 
 def load_array(directory: Path, name: str, mmap: bool = True) -> np.ndarray:
-    return np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
+    """Load an array, memory-mapped read-only by default. The result is a plain ndarray view
+    of the map: np.memmap's per-element indexing is several times slower."""
+    array = np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
+    return array.view(np.ndarray) if isinstance(array, np.memmap) else array
 
 
 @contextmanager
