@@ -96,7 +96,9 @@ def test_empty_and_dimension(export_cache):
 
 def test_progress_is_reported(onnx_encoder):
     seen = []
-    onnx_encoder.encode(TEXTS, batch_size=5, progress=lambda done, total: seen.append((done, total)))
+    onnx_encoder.encode(
+        TEXTS, batch_size=5, progress=lambda done, total: seen.append((done, total))
+    )
     assert seen == [(5, 13), (10, 13), (13, 13)]
 
 
@@ -111,8 +113,13 @@ print(json.dumps({{"heavy": heavy, "vec": vec.tolist()}}))
 """
     env = dict(os.environ, QA_ENCODER_BACKEND="auto")
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=120, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["heavy"] == []
@@ -130,8 +137,9 @@ def test_full_query_pipeline_does_not_import_torch(tmp_path, export_cache):
         "Depots\n\nThe Varnel depot holds 4,312 crates of grain. It opened in 1931.\n",
         encoding="utf-8",
     )
-    engine = QA(docs, tmp_path / "index", encoder=Encoder(cache_dir=export_cache),
-                reader="builtin:fast")
+    engine = QA(
+        docs, tmp_path / "index", encoder=Encoder(cache_dir=export_cache), reader="builtin:fast"
+    )
     engine.refresh()
     code = f"""
 import json, sys
@@ -144,7 +152,11 @@ print(json.dumps(sorted(m for m in ("torch", "sentence_transformers", "transform
                         if m in sys.modules)))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
