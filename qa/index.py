@@ -457,6 +457,7 @@ def _bm25_terms(search_texts, reuse, previous) -> tuple[list, dict[str, int]]:
 def _write_bm25(path: Path, term_ids: list, vocab: dict[str, int]) -> None:
     import bm25s
 
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG when imported
     retriever = bm25s.BM25()
     retriever.index(([list(map(int, ids)) for ids in term_ids], vocab), show_progress=False)
     retriever.save(str(path), allow_pickle=False)

@@ -9,6 +9,7 @@ Answers stated by several documents are merged and their agreement raises the co
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -33,6 +34,24 @@ MIN_SENTENCE_COVERAGE = 0.45
 AGREEMENT_BONUS = 0.08
 MAX_OPEN_ANSWER_WORDS = 14
 MAX_CANDIDATES = 60  # best candidates kept for grouping
+TOKEN_CACHE_PASSAGES = 20_000
+
+
+@dataclass
+class PassageTokens:
+    title: list[tuple[int, int, str]]  # (start, end, stem) of the document title's words
+    sentences: list[list[int]]  # [start, end] per sentence, passage-relative
+    sentence_tokens: list[list[tuple[int, int, str]]]
+    rows: list[list[int]]  # candidate rows (see analysis.CANDIDATE_COLUMNS)
+    candidate_terms: list[list[str]]  # each candidate's stems
+
+    @functools.cached_property
+    def title_stems(self) -> frozenset[str]:
+        return frozenset(t for _, _, t in self.title)
+
+    @functools.cached_property
+    def sentence_stems(self) -> list[frozenset[str]]:
+        return [frozenset(t for _, _, t in toks) for toks in self.sentence_tokens]
 
 
 @dataclass
@@ -49,10 +68,13 @@ class Candidate:
     sources: set[str] = field(default_factory=set)
 
 
+_PUNCTUATION = frozenset(string.punctuation) | {"’", "‘", "“", "”"}
+
+
 def normalize_answer(s: str) -> str:
     """SQuAD answer normalisation: lower case, no punctuation, articles or extra spaces."""
     s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation) | {"’", "‘", "“", "”"})
+    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
 
@@ -89,6 +111,7 @@ class BuiltinReader:
 
     def __init__(self, use_spacy: bool = True):
         self._annotator = Annotator(use_spacy=use_spacy)
+        self._token_cache: dict[tuple[str, int], PassageTokens] = {}
 
     def annotator(self):
         return self._annotator
@@ -113,16 +136,33 @@ class BuiltinReader:
 
     # -- candidates ------------------------------------------------------------------
 
+    def _passage_tokens(self, index, passage_id: int, passage) -> PassageTokens:
+        """The passage's sentences, candidates and stemmed tokens, cached per index version:
+        only the question changes between calls, so this work is done once per passage."""
+        key = (index.version, passage_id)
+        cached = self._token_cache.get(key)
+        if cached is not None:
+            return cached
+        text = passage.text
+        has_tables = "sentences" in index.tables and "candidates" in index.tables
+        sentences = index.rows("sentences", passage_id).tolist() if has_tables else []
+        rows = index.rows("candidates", passage_id).tolist() if has_tables else []
+        sent_toks = [_stems(text[a:b], offset=a) for a, b in sentences]
+        cand_terms = [[t for _, _, t in _stems(text[r[0] : r[1]])] for r in rows]
+        cached = PassageTokens(_stems(passage.title), sentences, sent_toks, rows, cand_terms)
+        if len(self._token_cache) >= TOKEN_CACHE_PASSAGES:
+            self._token_cache.clear()
+        self._token_cache[key] = cached
+        return cached
+
     def _passage_candidates(self, qa, index, hit, rank, q_weight, matcher):
         passage = index.passage(hit.passage_id)
         text = passage.text
-        has_tables = "sentences" in index.tables and "candidates" in index.tables
-        sentences = index.rows("sentences", hit.passage_id).tolist() if has_tables else []
-        rows = index.rows("candidates", hit.passage_id).tolist() if has_tables else []
+        tokens = self._passage_tokens(index, hit.passage_id, passage)
+        sentences, rows, sent_toks = tokens.sentences, tokens.rows, tokens.sentence_tokens
+        title_found = matcher.found(tokens.title_stems)
+        sent_found = [matcher.found(stems) for stems in tokens.sentence_stems]
         total = sum(q_weight.values()) or 1.0
-        title_found = matcher.found(_stems(passage.title))
-        sent_toks = [_stems(text[a:b], offset=a) for a, b in sentences]
-        sent_found = [matcher.found(toks) for toks in sent_toks]
         passage_cov = _weighted(title_found.union(*sent_found), q_weight, total)
         headline_end = _headline_end(passage) if passage.paragraph == 1 else 0
         sent_info = []
@@ -139,7 +179,7 @@ class BuiltinReader:
             if headline_end and sentences[i][0] < headline_end:
                 cov *= HEADLINE_FACTOR  # telegraphic headline grammar misleads extraction
             plain = sum(q in window for q in q_weight) / max(1, len(q_weight))
-            matched = [(a, b) for a, b, t in toks if matcher(t) in q_weight]
+            matched = [(a, b) for a, b, t in toks if matcher(t) in q_weight] if inside else []
             sent_info.append((sentences[i][0], sentences[i][1], toks, matched, cov, plain))
         retrieval = hit.score
         out = []
@@ -178,7 +218,8 @@ class BuiltinReader:
                     emit(span[0], span[1], 0.6, i)
             return out
         fits = COMPATIBLE.get(qa.answer_type, {})
-        for start, end, code, head_start, head_end, sentence_idx in rows:
+        for row, cand_terms in zip(rows, tokens.candidate_terms):
+            start, end, code, head_start, head_end, sentence_idx = row
             ctype = TYPES[code]
             fit = fits.get(ctype, 0.0)
             if ctype == "NP" and _is_name(text, start, end, sentences[sentence_idx][0]):
@@ -189,7 +230,6 @@ class BuiltinReader:
                 fit = max(fit, 0.9)
             if fit <= 0 or sentence_idx >= len(sent_info):
                 continue
-            cand_terms = [t for _, _, t in _stems(text[start:end])]
             if not cand_terms or all(matcher(t) is not None for t in cand_terms):
                 continue  # never answer with the question's own words
             emit(start, end, fit, sentence_idx, cand_terms)
@@ -219,6 +259,11 @@ class TermMatcher:
     def __init__(self, question_terms: list[str]):
         self.terms = list(dict.fromkeys(question_terms))
         self.exact = set(self.terms)
+        # _same_term only pairs words of 5+ letters sharing their first 4: bucket by those.
+        self.by_prefix: dict[str, list[str]] = {}
+        for q in self.terms:
+            if len(q) >= 5:
+                self.by_prefix.setdefault(q[:4], []).append(q)
         self.cache: dict[str, str | None] = {}
 
     def __call__(self, token: str) -> str | None:
@@ -226,13 +271,17 @@ class TermMatcher:
             return token
         hit = self.cache.get(token, "")
         if hit == "":
-            hit = next((q for q in self.terms if _same_term(token, q)), None)
+            near = self.by_prefix.get(token[:4], ()) if len(token) >= 5 else ()
+            hit = next((q for q in near if _same_term(token, q)), None)
             self.cache[token] = hit
         return hit
 
-    def found(self, toks) -> set[str]:
-        """The question terms matched by (start, end, stem) tokens."""
-        return {m for _, _, t in toks if (m := self(t)) is not None}
+    def found(self, stems: frozenset[str]) -> set[str]:
+        """The question terms matched by a set of stems."""
+        hits = self.exact & stems
+        if self.by_prefix:
+            hits |= {m for t in stems if t[:4] in self.by_prefix and (m := self(t)) is not None}
+        return hits
 
 
 def _weighted(found: set[str], q_weight: dict[str, float], total: float) -> float:
