@@ -54,7 +54,8 @@ for _type, _words in {
     "website site journal court charity foundation association authority regulator",
     "PLACE": "city country town village region state province place location capital "
     "continent island river lake mountain sea ocean county district area nation territory "
-    "border port airport site neighbourhood neighborhood street",
+    "border port airport site neighbourhood neighborhood street cemetery park square road "
+    "avenue valley bay peninsula harbour harbor coast desert forest canal province suburb",
     "DATE": "date day month year decade century season week time",
     "NATIONALITY": "nationality",
     "LANGUAGE": "language tongue",

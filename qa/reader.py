@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .analysis import TYPES, Annotator
 from .pipeline import Answer, Quote
-from .question import COMPATIBLE, FORM_WORDS, QuestionAnalysis, analyse
+from .question import COMPATIBLE, FORM_WORDS, HEAD_TYPES, QuestionAnalysis, analyse
 from .tokens import STOPWORDS, stem, words
 
 # Scoring weights (sum to 1) and the no-answer threshold, set on our own question sets under
@@ -29,12 +29,18 @@ W_RETRIEVAL = 0.20
 TYPE_FLOOR = 0.4
 REQUIRED_PENALTY = 0.6
 HEADLINE_FACTOR = 0.6  # sentence match kept by a document's opening headline  # share of sentence match lost when all of the question's names are absent  # a candidate of the wrong type keeps this share of its score
+FOCUS_BONUS = 1.25  # fit of a name the text calls an X, for "which X" (may exceed 1)
 MIN_CONFIDENCE = 0.45
 MIN_SENTENCE_COVERAGE = 0.45
 AGREEMENT_BONUS = 0.08
 MAX_OPEN_ANSWER_WORDS = 14
 MAX_CANDIDATES = 60  # best candidates kept for grouping
 TOKEN_CACHE_PASSAGES = 20_000
+
+
+_DATE_TYPES = frozenset({"DATE", "TIME", "DATE_PATTERN"})
+_BARE_NUMBER_TYPES = frozenset({"NUM", "CARDINAL"})
+_NUMERIC_ANSWERS = frozenset({"COUNT", "AMOUNT", "MEASURE", "MONEY", "PERCENT"})
 
 
 @dataclass
@@ -44,6 +50,17 @@ class PassageTokens:
     sentence_tokens: list[list[tuple[int, int, str]]]
     rows: list[list[int]]  # candidate rows (see analysis.CANDIDATE_COLUMNS)
     candidate_terms: list[list[str]]  # each candidate's stems
+
+    @functools.cached_property
+    def inside_dates(self) -> frozenset[int]:
+        """Rows of bare numbers that are part of a date or time ("18" in "Sunday, 18 May")."""
+        spans = [(r[0], r[1]) for r in self.rows if TYPES[r[2]] in _DATE_TYPES]
+        return frozenset(
+            i
+            for i, r in enumerate(self.rows)
+            if TYPES[r[2]] in _BARE_NUMBER_TYPES
+            and any(a <= r[0] and r[1] <= b and (a, b) != (r[0], r[1]) for a, b in spans)
+        )
 
     @functools.cached_property
     def title_stems(self) -> frozenset[str]:
@@ -197,7 +214,7 @@ class BuiltinReader:
                 + W_PROXIMITY * prox
                 + W_RETRIEVAL * retrieval
             )
-            type_factor = TYPE_FLOOR + (1 - TYPE_FLOOR) * type_fit
+            type_factor = TYPE_FLOOR + (1 - TYPE_FLOOR) * type_fit  # > 1 for a named focus
             score = context * type_factor * echo_factor
             out.append(
                 Candidate(rank, hit.passage_id, start, end, text[start:end], score, cov, plain)
@@ -218,16 +235,28 @@ class BuiltinReader:
                     emit(span[0], span[1], 0.6, i)
             return out
         fits = COMPATIBLE.get(qa.answer_type, {})
-        for row, cand_terms in zip(rows, tokens.candidate_terms):
+        numeric = qa.answer_type in _NUMERIC_ANSWERS
+        for i, (row, cand_terms) in enumerate(zip(rows, tokens.candidate_terms)):
             start, end, code, head_start, head_end, sentence_idx = row
             ctype = TYPES[code]
             fit = fits.get(ctype, 0.0)
-            if ctype == "NP" and _is_name(text, start, end, sentences[sentence_idx][0]):
-                fit = max(fit, fits.get("PROPN", 0.0))
-            if qa.focus and ctype in ("NP", "PROPN") and _same_term(
-                stem(text[head_start:head_end].lower()), qa.focus
+            sentence_start = sentences[sentence_idx][0]
+            if numeric and ctype in _BARE_NUMBER_TYPES and (
+                i in tokens.inside_dates or _is_label_number(text, start, sentence_start)
             ):
+                continue  # "18" of "18 May", "1" of "Line 1": not a quantity
+            name = _is_name(text, start, end, sentence_start)
+            if ctype == "NP" and name:
+                fit = max(fit, fits.get("PROPN", 0.0))
+            head_is_focus = qa.focus and ctype in ("NP", "PROPN") and _same_term(
+                stem(text[head_start:head_end].lower()), qa.focus
+            )
+            if head_is_focus:
                 fit = max(fit, 0.9)
+            if name and qa.answer_type == "PLACE" and fit < 1.0:
+                fit = max(fit, _place_cue(text, start, end))
+            if name and (head_is_focus or _focus_named(qa, text, start, end)):
+                fit = max(fit, 0.9) * FOCUS_BONUS
             if fit <= 0 or sentence_idx >= len(sent_info):
                 continue
             if not cand_terms or all(matcher(t) is not None for t in cand_terms):
@@ -286,6 +315,43 @@ class TermMatcher:
 
 def _weighted(found: set[str], q_weight: dict[str, float], total: float) -> float:
     return sum(w for q, w in q_weight.items() if q in found) / total
+
+
+_LOCATIVE = re.compile(
+    r"\b(?:in|at|near|into|from|across|through|outside|inside|towards?|along|beside|"
+    r"around|throughout)\s+(?:the\s+)?$",
+    re.IGNORECASE,
+)
+
+
+def _is_label_number(text: str, start: int, sentence_start: int) -> bool:
+    """A number that names rather than counts: right after a capitalised word ("Line 1",
+    "Terminal 2", "Apollo 11") that does not open the sentence."""
+    m = re.search(r"\b([A-Z][\w’'-]*)\s+$", text[max(sentence_start, start - 30) : start])
+    return m is not None and start - len(m.group()) > sentence_start
+
+
+def _focus_named(qa: QuestionAnalysis, text: str, start: int, end: int) -> bool:
+    """The text calls this name an X, for a "which X" question: in apposition ("Porto, the
+    second-largest city") or before it ("the city of Porto", "the river Douro")."""
+    if not qa.focus:
+        return False
+    after = re.match(r"\s*,\s*(?:the|a|an)\s+((?:[\w’'-]+\s+){0,3}[\w’'-]+)", text[end : end + 80])
+    before = re.search(
+        r"\b(?:the|a|an)\s+([\w’'-]+)\s+(?:of\s+)?$", text[max(0, start - 40) : start]
+    )
+    words = (after.group(1).split() if after else []) + ([before.group(1)] if before else [])
+    return any(_same_term(stem(w.lower()), qa.focus) for w in words)
+
+
+def _place_cue(text: str, start: int, end: int) -> float:
+    """How much a name looks like a place from its words: a place noun as its head
+    ("Highgate Cemetery") or a locative preposition before it ("buried in ...")."""
+    words = text[start:end].split()
+    head = words[-1].lower() if words else ""
+    if HEAD_TYPES.get(head) == "PLACE" or HEAD_TYPES.get(head.rstrip("s")) == "PLACE":
+        return 0.9
+    return 0.8 if _LOCATIVE.search(text[max(0, start - 20) : start]) else 0.0
 
 
 def _is_name(text: str, start: int, end: int, sentence_start: int) -> bool:
