@@ -41,6 +41,8 @@ CANDIDATES_PER_RETRIEVER = 50
 # Share of BM25 in the fused score (the rest is dense), chosen on our own question sets under
 # tests/data, never on the seeds' dev questions.
 SPARSE_WEIGHT = 0.3
+# The reader also reads each retriever's own top passages, whatever their fused rank.
+KEEP_EACH_RETRIEVER = 2
 
 # Questions longer than this are refused (characters).
 MAX_QUESTION_CHARS = 2000

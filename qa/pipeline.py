@@ -232,7 +232,10 @@ class QA:
             raise QAError("top_k must be a positive whole number")
         idx = self.index
         query_vector = self.encoder.encode_query(question)
-        hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth))
+        hits = retrieve(
+            idx, query_vector, question, k=max(top_k, self.reader.depth),
+            keep_each=config.KEEP_EACH_RETRIEVER,
+        )
         result = self.reader.read(question, query_vector, idx, hits, top_k)
         result.seconds = time.perf_counter() - t0
         return result

@@ -124,7 +124,7 @@ class TermWeights:
 
 
 class BuiltinReader:
-    depth = 8  # retrieved passages the reader looks into
+    depth = 8  # fused passages the reader looks into (plus each retriever's own best)
 
     def __init__(self, use_spacy: bool = True):
         self._annotator = Annotator(use_spacy=use_spacy)
@@ -139,7 +139,7 @@ class BuiltinReader:
         q_weight = {t: weights(t) for t in _question_terms(qa)}
         matcher = TermMatcher([*q_weight, *qa.terms, *qa.required])
         candidates: list[Candidate] = []
-        for rank, hit in enumerate(hits[: self.depth]):
+        for rank, hit in enumerate(hits):
             candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, matcher))
         best = _merge(candidates, index)
         if best is None:

@@ -61,8 +61,11 @@ def retrieve(
     k: int = config.TOP_K,
     mode: str = "hybrid",
     depth: int = config.CANDIDATES_PER_RETRIEVER,
+    keep_each: int = 0,
 ) -> list[Hit]:
-    """Top-k passages for a question. ``mode`` is "hybrid", "dense" or "sparse"."""
+    """Top-k passages for a question. ``mode`` is "hybrid", "dense" or "sparse". With
+    ``keep_each``, hybrid results also hold the top ``keep_each`` of each retriever (after
+    the k fused ones, so up to k + 2 * keep_each hits)."""
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     dense = sparse = empty
     if mode in ("hybrid", "dense") and query_vector is not None:
@@ -73,5 +76,13 @@ def retrieve(
     fused = fuse(dense, sparse, weight)
     dense_of = dict(zip(dense[0].tolist(), dense[1].tolist()))
     sparse_of = dict(zip(sparse[0].tolist(), sparse[1].tolist()))
-    order = sorted(fused, key=lambda p: (-fused[p], p))[:k]
-    return [Hit(p, fused[p], dense_of.get(p), sparse_of.get(p)) for p in order]
+    order = sorted(fused, key=lambda p: (-fused[p], p))
+    top = order[:k]
+    if mode == "hybrid" and keep_each:
+        # Each retriever's own best passages stay in reach of the reader even when the other
+        # retriever outvotes them: a rare name that only BM25 matches, a paraphrase that only
+        # the dense model sees.
+        chosen = set(top)
+        for ids in (sparse[0][:keep_each], dense[0][:keep_each]):
+            top.extend(p for p in ids.tolist() if p not in chosen and not chosen.add(p))
+    return [Hit(p, fused[p], dense_of.get(p), sparse_of.get(p)) for p in top]
