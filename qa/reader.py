@@ -50,6 +50,26 @@ class PassageTokens:
     sentence_tokens: list[list[tuple[int, int, str]]]
     rows: list[list[int]]  # candidate rows (see analysis.CANDIDATE_COLUMNS)
     candidate_terms: list[list[str]]  # each candidate's stems
+    # Per-row features that do not depend on the question, computed on first use.
+    _names: dict[int, bool] = field(default_factory=dict)
+    _descriptors: dict[int, frozenset[str]] = field(default_factory=dict)
+    _place_cues: dict[int, float] = field(default_factory=dict)
+
+    def is_name(self, text: str, i: int) -> bool:
+        if i not in self._names:
+            r = self.rows[i]
+            self._names[i] = _is_name(text, r[0], r[1], self.sentences[r[5]][0])
+        return self._names[i]
+
+    def descriptors(self, text: str, i: int) -> frozenset[str]:
+        if i not in self._descriptors:
+            self._descriptors[i] = _descriptor_stems(text, self.rows[i][0], self.rows[i][1])
+        return self._descriptors[i]
+
+    def place_cue(self, text: str, i: int) -> float:
+        if i not in self._place_cues:
+            self._place_cues[i] = _place_cue(text, self.rows[i][0], self.rows[i][1])
+        return self._place_cues[i]
 
     @functools.cached_property
     def inside_dates(self) -> frozenset[int]:
@@ -245,7 +265,9 @@ class BuiltinReader:
                 i in tokens.inside_dates or _is_label_number(text, start, sentence_start)
             ):
                 continue  # "18" of "18 May", "1" of "Line 1": not a quantity
-            name = _is_name(text, start, end, sentence_start)
+            if fit <= 0 and ctype != "NP" and not (qa.focus or qa.answer_type == "PLACE"):
+                continue
+            name = tokens.is_name(text, i)
             if ctype == "NP" and name:
                 fit = max(fit, fits.get("PROPN", 0.0))
             head_is_focus = qa.focus and ctype in ("NP", "PROPN") and _same_term(
@@ -254,8 +276,12 @@ class BuiltinReader:
             if head_is_focus:
                 fit = max(fit, 0.9)
             if name and qa.answer_type == "PLACE" and fit < 1.0:
-                fit = max(fit, _place_cue(text, start, end))
-            if name and (head_is_focus or _focus_named(qa, text, start, end)):
+                fit = max(fit, tokens.place_cue(text, i))
+            if name and (
+                head_is_focus
+                or qa.focus
+                and any(_same_term(d, qa.focus) for d in tokens.descriptors(text, i))
+            ):
                 fit = max(fit, 0.9) * FOCUS_BONUS
             if fit <= 0 or sentence_idx >= len(sent_info):
                 continue
@@ -331,17 +357,16 @@ def _is_label_number(text: str, start: int, sentence_start: int) -> bool:
     return m is not None and start - len(m.group()) > sentence_start
 
 
-def _focus_named(qa: QuestionAnalysis, text: str, start: int, end: int) -> bool:
-    """The text calls this name an X, for a "which X" question: in apposition ("Porto, the
-    second-largest city") or before it ("the city of Porto", "the river Douro")."""
-    if not qa.focus:
-        return False
+def _descriptor_stems(text: str, start: int, end: int) -> frozenset[str]:
+    """Words the text uses to say what a name is: in apposition ("Porto, the second-largest
+    city") or before it ("the city of Porto", "the river Douro"), stemmed. A name described
+    by a question's focus noun answers "which X"."""
     after = re.match(r"\s*,\s*(?:the|a|an)\s+((?:[\w’'-]+\s+){0,3}[\w’'-]+)", text[end : end + 80])
     before = re.search(
         r"\b(?:the|a|an)\s+([\w’'-]+)\s+(?:of\s+)?$", text[max(0, start - 40) : start]
     )
     words = (after.group(1).split() if after else []) + ([before.group(1)] if before else [])
-    return any(_same_term(stem(w.lower()), qa.focus) for w in words)
+    return frozenset(stem(w.lower()) for w in words)
 
 
 def _place_cue(text: str, start: int, end: int) -> float:
