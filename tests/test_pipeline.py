@@ -83,3 +83,19 @@ def test_own_question_sets(make_engine, name):
     assert report.no_answer_accuracy >= 25
     hits = report.retrieval_first_hit
     assert hits["hybrid"] >= max(hits["dense"], hits["sparse"])
+
+
+def test_hybrid_hits_keep_each_retrievers_best(seed_engine):
+    from qa.question import analyse
+    from qa.retrieval import retrieve
+
+    index = seed_engine.index
+    question = "Which newspaper reported the interceptor shipment?"
+    vector = seed_engine.encoder.encode_query(question)
+    dense_ids, _ = index.dense_search(vector, 50)
+    sparse_ids, _ = index.sparse_search(analyse(question).search_terms, 50)
+    fused = [h.passage_id for h in retrieve(index, vector, question, k=1)]
+    hits = [h.passage_id for h in retrieve(index, vector, question, k=1, keep_each=2)]
+    assert hits[0] == fused[0]  # the fused order comes first
+    assert set(dense_ids[:2].tolist()) | set(sparse_ids[:2].tolist()) <= set(hits)
+    assert len(hits) == len(set(hits)) <= 5

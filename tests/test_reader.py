@@ -120,3 +120,55 @@ def test_question_analysis_open_and_typed():
     assert analyse("What is the RTA?").acronym == "RTA"
     assert analyse("Roughly how many people came?").answer_type == "COUNT"
     assert "roughly" not in analyse("Roughly how many people came?").terms
+
+
+RIVER = {
+    "arve.txt": (
+        "The Arve River\n\n"
+        "Rising in the hills above Kessling, the Arve river flows north for about 140 "
+        "kilometres and reaches the sea at Varnholm, the largest port of Norland. The Line 4 "
+        "tram crosses it at Kessling, where it carried 3,150 passengers on Sunday, 18 May.\n\n"
+        "The engineer Hanna Brisk, who built the first bridge over the Arve, died in 1911. "
+        "She was buried in Eastfield Cemetery."
+    ),
+}
+
+
+@pytest.fixture
+def river(make_engine):
+    engine = make_engine(RIVER, name="river")
+    engine.refresh()
+    return engine
+
+
+@pytest.mark.parametrize(
+    "question, gold",
+    [
+        # "Varnholm, the largest port": the text calls it a port; other places stand nearer.
+        ("At which port does the Arve reach the sea?", "Varnholm"),
+        # "Line 4" names a tram and "18" belongs to a date: neither is a count.
+        ("How many passengers did the tram carry?", "3,150"),
+        # A place noun as the head of a name the tagger may call an organisation.
+        ("Where was Hanna Brisk buried?", "Eastfield Cemetery"),
+    ],
+)
+def test_context_cues_pick_the_answer(river, question, gold):
+    r = river.answer(question)
+    assert r.text is not None and normalize_answer(r.text) == normalize_answer(gold)
+
+
+def test_label_numbers_and_descriptors():
+    from qa.reader import _descriptor_stems, _is_label_number
+
+    text = "Passengers on Line 4 rose. 4 trams ran, and 12 more wait in Depot 2."
+    assert _is_label_number(text, text.index("4"), 0)  # "Line 4"
+    assert not _is_label_number(text, text.index("4 trams"), text.index("4 trams"))
+    assert not _is_label_number(text, text.index("12"), 0)  # after "and"
+    assert _is_label_number(text, text.index("2."), 0)  # "Depot 2"
+    text = "It ends at Varnholm, the largest port of Norland, near the city of Osby."
+    at = text.index("Varnholm")
+    assert "port" in _descriptor_stems(text, at, at + len("Varnholm"))
+    at = text.index("Osby")
+    assert "city" in _descriptor_stems(text, at, at + len("Osby"))
+    at = text.index("Norland")
+    assert "port" not in _descriptor_stems(text, at, at + len("Norland"))
