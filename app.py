@@ -31,12 +31,8 @@ log = logging.getLogger("qa.app")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-EXAMPLES = [
-    "How many interceptors is the Pentagon sending to Ukraine?",
-    "Who is Ukraine's new Defence Minister?",
-    "When will the interceptors arrive?",
-    "What is the capital of France?",  # not in the documents: shows the "do not say" reply
-]
+EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question a line
+MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
 
@@ -231,6 +227,17 @@ def _progress_callback(progress):
 # The app.
 
 
+def load_examples(seeds_dir: Path) -> list[str]:
+    """Example questions kept with the documents (``.examples.txt``, hidden, so never indexed):
+    a folder of other documents brings its own, or shows none."""
+    try:
+        lines = (Path(seeds_dir) / EXAMPLES_FILE).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    questions = [" ".join(line.split()) for line in lines]
+    return [q for q in questions if 0 < len(q) <= config.MAX_QUESTION_CHARS][:MAX_EXAMPLES]
+
+
 def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask the documents"):
     """The Gradio Blocks for ``engine`` (shared by every session); queue enabled, not launched."""
 
@@ -336,9 +343,10 @@ def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask t
             submit_btn="Ask",
             autofocus=True,
         )
-        gr.Examples(
-            examples=[[q] for q in (examples or EXAMPLES)], inputs=[question], label="Try asking"
-        )
+        if examples is None:
+            examples = load_examples(engine.seeds_dir)
+        if examples:
+            gr.Examples(examples=[[q] for q in examples], inputs=[question], label="Try asking")
 
         question.submit(
             ask,

@@ -850,6 +850,16 @@ def write_report(results: dict, out: Path) -> None:
     (out / "results.md").write_text("\n".join(lines), encoding="utf-8")
 
 
+def _log_axes(ax, ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("passages")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot(results: dict, out: Path) -> None:
     import matplotlib
 
@@ -868,23 +878,11 @@ def plot(results: dict, out: Path) -> None:
     ax1.plot(n, [x["numpy_scan_ms"] for x in q], "s:", label="numpy exact scan (ref.)")
     ax1.plot(n, [x["sparse_ms"] for x in q], "^-", label="BM25 (bm25s)")
     ax1.plot(n, [x["python_bm25_ms"] for x in q], "^:", label="Python BM25 scan (ref.)")
-    ax1.set_xscale("log")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("passages")
-    ax1.set_ylabel("ms per question")
-    ax1.set_title("Query latency (warm)")
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=8)
+    _log_axes(ax1, "ms per question", "Query latency (warm)")
     ax2.plot(n, [r["build"]["peak_rss_mb"] for r in rows], "o-", label="build peak RSS")
     ax2.plot(n, [x["serve_peak_rss_mb"] for x in q], "s-", label="serving peak RSS")
     ax2.plot(n, [r["build"]["index_bytes"] / 1e6 for r in rows], "^--", label="index on disk")
-    ax2.set_xscale("log")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("passages")
-    ax2.set_ylabel("MB")
-    ax2.set_title("Memory and disk")
-    ax2.grid(True, which="both", alpha=0.3)
-    ax2.legend(fontsize=8)
+    _log_axes(ax2, "MB", "Memory and disk")
     fig.tight_layout()
     fig.savefig(out / "bench.png", dpi=120)
     docs = ROOT / "docs"

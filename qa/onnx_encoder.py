@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .store import file_sha256, fsync_dir
+
 EXPORT_FORMAT = 2  # bump when the exported graph or meta.json changes
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.data"
@@ -116,7 +118,7 @@ def check_files(folder: Path, meta: dict) -> None:
     for name, info in meta["files"].items():
         if (folder / name).stat().st_mtime_ns == info.get("mtime_ns"):
             continue
-        if _sha256(folder / name) != info.get("sha256"):
+        if file_sha256(folder / name) != info.get("sha256"):
             raise ExportBroken(f"{folder}: {name} was modified (fails its checksum)")
         info["mtime_ns"] = (folder / name).stat().st_mtime_ns
         changed = True
@@ -133,7 +135,7 @@ def verify(folder: Path) -> None:
     """Full check including every file's SHA-256 (about 0.1 s for MiniLM)."""
     meta = read_meta(folder)
     for name, info in meta["files"].items():
-        if _sha256(folder / name) != info.get("sha256"):
+        if file_sha256(folder / name) != info.get("sha256"):
             raise ExportBroken(f"{folder}: {name} fails its checksum")
 
 
@@ -146,22 +148,6 @@ def discard(folder: Path) -> None:
     except OSError:
         return
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _collect_garbage(cache_dir: Path, keep: Path) -> None:
@@ -249,7 +235,7 @@ def export(model_id: str, model_path: str, cache_dir: Path, st_model=None) -> Pa
                 files[name] = {
                     "bytes": st.st_size,
                     "mtime_ns": st.st_mtime_ns,
-                    "sha256": _sha256(tmp / name),
+                    "sha256": file_sha256(tmp / name),
                 }
         probe = st_model.encode([PROBE_TEXT], normalize_embeddings=True, convert_to_numpy=True)
         meta.update(
@@ -267,14 +253,14 @@ def export(model_id: str, model_path: str, cache_dir: Path, st_model=None) -> Pa
         for path in tmp.iterdir():
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
             # Another process renamed its export into place first; use that one.
             shutil.rmtree(tmp, ignore_errors=True)
             read_meta(final)
-        _fsync_dir(cache_dir)
+        fsync_dir(cache_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -43,7 +43,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,7 +59,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.fsync(f.fileno())
     crash_point("manifest-written")
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_manifest(index_dir: Path) -> dict | None:
@@ -126,10 +126,10 @@ def commit(index_dir: Path, write: Callable[[Path], None], manifest: dict) -> di
                     "sha256": file_sha256(path),
                 }
         for d in [p for p in tmp.rglob("*") if p.is_dir()] + [tmp]:
-            _fsync_dir(d)
+            fsync_dir(d)
         crash_point("synced")
         os.rename(tmp, index_dir / name)
-        _fsync_dir(index_dir)
+        fsync_dir(index_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

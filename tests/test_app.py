@@ -438,3 +438,15 @@ def test_app_answers_several_users_at_once(app_url):
     for job in jobs:
         _, history, _ = job.result(timeout=120)
         assert "500" in html.unescape(_reply(history))
+
+
+def test_example_questions_come_from_the_documents_folder(tmp_path):
+    import app
+
+    assert app.load_examples(tmp_path) == []  # none kept: none shown
+    (tmp_path / app.EXAMPLES_FILE).write_text(
+        "How long is the bridge?\n\n   Who   built it?  \n" + "x" * 5000 + "\n", encoding="utf-8"
+    )
+    assert app.load_examples(tmp_path) == ["How long is the bridge?", "Who built it?"]
+    (tmp_path / app.EXAMPLES_FILE).write_bytes(b"\xff\xfe bad")
+    assert app.load_examples(tmp_path) == []
