@@ -189,6 +189,9 @@ def _names(question: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+_AGENT_SUFFIXES = ("er", "or", "ist", "ian")
+
+
 def _noun_type(word: str) -> str | None:
     if word in HEAD_TYPES:
         return HEAD_TYPES[word]
@@ -219,6 +222,13 @@ def _typed_by_noun(after: str) -> tuple[str | None, str | None]:
         if not phrase:
             return None, None
         head = phrase[-1]
+        if head in ("name", "title") and "of" in rest[:6]:
+            # "what is the name of the enzyme ...": a name, of an X the text will mention.
+            of = rest.index("of")
+            m = re.match(r"of\s+(?:(?:the|a|an)\s+)?([a-z][a-z'’-]*)", " ".join(rest[of:]))
+            if m and of == len(phrase) + (rest[0] in ("the", "a", "an")):
+                kind = _noun_type(m.group(1))
+                return (kind, m.group(1)) if kind else ("NAME", None)
         kind = _noun_type(head)
         if kind:
             return kind, head
@@ -228,9 +238,15 @@ def _typed_by_noun(after: str) -> tuple[str | None, str | None]:
     if re.fullmatch(_AUX, words[0]):
         return None, None  # "what did X do": open
     # "which newspaper reported ...", "which Portuguese city": the first typed noun.
-    for w in words[:3]:
+    for i, w in enumerate(words[:3]):
         kind = _noun_type(w)
         if kind:
+            # A compound's head is its last noun: "which council member", "which team captain".
+            following = words[i + 1] if i + 1 < len(words) else ""
+            if _noun_type(following):
+                return _noun_type(following), following
+            if len(following) > 4 and following.endswith(_AGENT_SUFFIXES):
+                return "PERSON", following
             return kind, w
     w = words[0]
     if w in STOPWORDS:

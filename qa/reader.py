@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .analysis import TYPES, Annotator
 from .pipeline import Answer, Quote
 from .question import COMPATIBLE, FORM_WORDS, HEAD_TYPES, QuestionAnalysis, analyse
+from .retrieval import Hit
 from .tokens import STOPWORDS, stem, words
 
 # Scoring weights (sum to 1) and the no-answer threshold, set on our own question sets under
@@ -36,6 +37,7 @@ AGREEMENT_BONUS = 0.08
 MAX_OPEN_ANSWER_WORDS = 14
 MAX_CANDIDATES = 60  # best candidates kept for grouping
 TOKEN_CACHE_PASSAGES = 20_000
+ACRONYM_MENTIONS = 50  # passages mentioning an acronym searched for its expansion
 
 
 _DATE_TYPES = frozenset({"DATE", "TIME", "DATE_PATTERN"})
@@ -159,6 +161,8 @@ class BuiltinReader:
         q_weight = {t: weights(t) for t in _question_terms(qa)}
         matcher = TermMatcher([*q_weight, *qa.terms, *qa.required])
         candidates: list[Candidate] = []
+        if qa.answer_type == "ACRONYM":
+            hits = hits + _other_mentions(index, qa, hits)
         for rank, hit in enumerate(hits):
             candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, matcher))
         best = _merge(candidates, index)
@@ -421,6 +425,14 @@ def _sentence_of(sentences, pos: int) -> int:
     return max(0, len(sentences) - 1)
 
 
+def _other_mentions(index, qa: QuestionAnalysis, hits: list[Hit]) -> list[Hit]:
+    """Passages mentioning an acronym that retrieval ranked lower: its definition is often
+    at a first mention that says little else about the question."""
+    seen = {h.passage_id for h in hits}
+    ids, scores = index.sparse_search(qa.terms, ACRONYM_MENTIONS)
+    return [Hit(p, 0.0, None, float(sc)) for p, sc in zip(ids.tolist(), scores) if p not in seen]
+
+
 def _acronym_expansions(text: str, acronym: str) -> list[tuple[int, int]]:
     """Spans in text whose words' initials spell the acronym, next to the acronym itself."""
     letters = [c.lower() for c in acronym if c.isalnum()]
@@ -433,12 +445,44 @@ def _acronym_expansions(text: str, acronym: str) -> list[tuple[int, int]]:
         span = _match_initials(tokens[::-1], letters[::-1], reverse=True)
         if span:
             found.append((max(0, m.start() - 200) + span[0], max(0, m.start() - 200) + span[1]))
+        elif text[m.start() - 1 : m.start()] == "(" and text[m.end() : m.end() + 1] == ")":
+            # "polyethylene terephthalate (PET)": letters inside words count too.
+            start = _long_form_start(acronym, text, m.start() - 1)
+            if start is not None:
+                found.append((start, len(text[: m.start() - 1].rstrip())))
         after = text[m.end() : m.end() + 200]
         tokens = list(re.finditer(r"[\w’']+", after))
         span = _match_initials(tokens, letters, reverse=False)
         if span:
             found.append((m.end() + span[0], m.end() + span[1]))
     return found
+
+
+def _long_form_start(short: str, text: str, end: int) -> int | None:
+    """Where the long form of ``short`` that ends at ``end`` begins, by Schwartz and Hearst's
+    algorithm ("A simple algorithm for identifying abbreviation definitions in biomedical
+    text", 2003): the short form's characters appear in order, right to left, in the long
+    form, its first at the start of a word; at most min(len + 5, 2 * len) words back."""
+    letters = [c.lower() for c in short if c.isalnum()]
+    if len(letters) < 2:
+        return None
+    words = list(re.finditer(r"\S+", text[max(0, end - 300) : end]))
+    words = words[-min(len(letters) + 5, 2 * len(letters)) :]
+    if not words:
+        return None
+    base = max(0, end - 300) + words[0].start()
+    window = text[base:end].rstrip().lower()
+    i = len(window) - 1
+    for n, c in enumerate(reversed(letters)):
+        first = n == len(letters) - 1
+        while i >= 0 and (
+            window[i] != c or (first and i > 0 and window[i - 1].isalnum())
+        ):
+            i -= 1
+        if i < 0:
+            return None
+        i -= 1
+    return base + i + 1
 
 
 _MINOR = {"of", "the", "and", "for", "to", "in", "on", "de", "du", "des", "la", "le", "a", "&"}

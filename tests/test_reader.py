@@ -172,3 +172,53 @@ def test_label_numbers_and_descriptors():
     assert "city" in _descriptor_stems(text, at, at + len("Osby"))
     at = text.index("Norland")
     assert "port" not in _descriptor_stems(text, at, at + len("Norland"))
+
+
+PIPES = {
+    "pipes.txt": (
+        "Pipes of Kessling\n\n"
+        "The town replaced its old water mains with pipes of polyvinyl chloride (PVC) in 1978, "
+        "and a coalition of engineers later set up the Kessling Water Trust Programme (KWT) "
+        "to monitor them.\n\n"
+        "PVC pipes are light. PVC does not rust, and PVC joints are glued rather than welded.\n\n"
+        "Critics say PVC can release additives; PVC recycling remains limited, and PVC waste "
+        "is often burned.\n\n"
+        "The KWT publishes yearly reports. The KWT found no PVC pipe older than 40 years."
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "question, gold",
+    [
+        # Letters inside words ("polyvinyl" gives P and V), at a first mention that says little
+        # else: retrieval ranks the paragraphs that repeat "PVC" higher.
+        ("What is PVC short for?", "polyvinyl chloride"),
+        # A last word the initials leave out ("Programme").
+        ("What does KWT stand for?", "Kessling Water Trust Programme"),
+    ],
+)
+def test_acronyms_defined_in_parentheses(make_engine, question, gold):
+    engine = make_engine(PIPES, name="pipes")
+    r = engine.answer(question)
+    assert r.text == gold
+
+
+def test_long_form_by_schwartz_hearst():
+    from qa.reader import _long_form_start
+
+    text = "a film of polyethylene terephthalate (PET)"
+    start = _long_form_start("PET", text, text.index("("))
+    assert text[start : text.index("(")].strip() == "polyethylene terephthalate"
+    text = "we saw a cat (PET)"
+    assert _long_form_start("PET", text, text.index("(")) is None  # no word starts with P
+
+
+def test_compound_and_name_of_questions():
+    q = analyse("Which council member led the opposition?")
+    assert (q.answer_type, q.focus) == ("PERSON", "member")
+    q = analyse("What is the name of the enzyme that breaks down the plastic?")
+    assert (q.answer_type, q.focus, q.required) == ("NAME", None, [])
+    assert "enzym" in q.terms
+    q = analyse("What is the name of the river that flows through Tartu?")
+    assert (q.answer_type, q.focus) == ("PLACE", "river")
