@@ -15,6 +15,8 @@ import re
 import string
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .analysis import TYPES, Annotator
 from .pipeline import Answer, Quote
 from .question import COMPATIBLE, FORM_WORDS, HEAD_TYPES, QuestionAnalysis, analyse
@@ -36,7 +38,12 @@ MIN_SENTENCE_COVERAGE = 0.45
 AGREEMENT_BONUS = 0.08
 MAX_OPEN_ANSWER_WORDS = 14
 MAX_CANDIDATES = 60  # best candidates kept for grouping
-TOKEN_CACHE_PASSAGES = 20_000
+TOKEN_CACHE_PASSAGES = 4096
+# A question word the passage does not contain gets this share of its weight from the most
+# similar word of a sentence (static word vectors, see wordvectors.py) when their cosine
+# reaches SOFT_MATCH_MIN_COSINE. Chosen on our own question sets (0.3-0.5 all gave the same).
+SOFT_MATCH_CREDIT = 0.5
+SOFT_MATCH_MIN_COSINE = 0.4
 ACRONYM_MENTIONS = 50  # passages mentioning an acronym searched for its expansion
 
 
@@ -56,6 +63,23 @@ class PassageTokens:
     _names: dict[int, bool] = field(default_factory=dict)
     _descriptors: dict[int, frozenset[str]] = field(default_factory=dict)
     _place_cues: dict[int, float] = field(default_factory=dict)
+    _words: tuple[list[str], list[np.ndarray]] | None = None
+
+    def sentence_words(self, text: str) -> tuple[list[str], list[np.ndarray]]:
+        """The passage's distinct alphabetic content words, and for each sentence the indices
+        of its words among them (for soft matching)."""
+        if self._words is None:
+            position: dict[str, int] = {}
+            per_sentence = []
+            for toks in self.sentence_tokens:
+                idx = []
+                for a, b, _ in toks:
+                    w = text[a:b].lower()
+                    if len(w) > 2 and w.isalpha():
+                        idx.append(position.setdefault(w, len(position)))
+                per_sentence.append(np.array(sorted(set(idx)), dtype=np.int64))
+            self._words = (list(position), per_sentence)
+        return self._words
 
     def is_name(self, text: str, i: int) -> bool:
         if i not in self._names:
@@ -160,11 +184,14 @@ class BuiltinReader:
         weights = TermWeights(index)
         q_weight = {t: weights(t) for t in _question_terms(qa)}
         matcher = TermMatcher([*q_weight, *qa.terms, *qa.required])
+        soft = SoftMatcher.for_question(question, q_weight, index.model_id)
         candidates: list[Candidate] = []
         if qa.answer_type == "ACRONYM":
             hits = hits + _other_mentions(index, qa, hits)
         for rank, hit in enumerate(hits):
-            candidates.extend(self._passage_candidates(qa, index, hit, rank, q_weight, matcher))
+            candidates.extend(
+                self._passage_candidates(qa, index, hit, rank, q_weight, matcher, soft)
+            )
         best = _merge(candidates, index)
         if best is None:
             return Answer(question, None, 0.0, _quotes(index, hits, None, top_k))
@@ -196,7 +223,7 @@ class BuiltinReader:
         self._token_cache[key] = cached
         return cached
 
-    def _passage_candidates(self, qa, index, hit, rank, q_weight, matcher):
+    def _passage_candidates(self, qa, index, hit, rank, q_weight, matcher, soft=None):
         passage = index.passage(hit.passage_id)
         text = passage.text
         tokens = self._passage_tokens(index, hit.passage_id, passage)
@@ -204,16 +231,24 @@ class BuiltinReader:
         title_found = matcher.found(tokens.title_stems)
         sent_found = [matcher.found(stems) for stems in tokens.sentence_stems]
         total = sum(q_weight.values()) or 1.0
-        passage_cov = _weighted(title_found.union(*sent_found), q_weight, total)
+        found_anywhere = title_found.union(*sent_found)
+        sent_soft = soft.found(text, tokens, found_anywhere) if soft else [set()] * len(sent_found)
+        passage_cov = _weighted(found_anywhere, q_weight, total) + SOFT_MATCH_CREDIT * _weighted(
+            set().union(*sent_soft), q_weight, total
+        )
         headline_end = _headline_end(passage) if passage.paragraph == 1 else 0
         sent_info = []
         for i, toks in enumerate(sent_toks):
             near = title_found.union(*sent_found[max(0, i - 1) : i], *sent_found[i + 1 : i + 2])
             inside = sent_found[i]
             window = inside | near
+            soft_inside = sent_soft[i] - window
+            soft_near = set().union(*sent_soft[max(0, i - 1) : i + 2]) - window - soft_inside
             cov = (
                 _weighted(inside, q_weight, total)
                 + 0.5 * _weighted(near - inside, q_weight, total)
+                + SOFT_MATCH_CREDIT * _weighted(soft_inside, q_weight, total)
+                + 0.5 * SOFT_MATCH_CREDIT * _weighted(soft_near, q_weight, total)
             )
             missing = sum(r not in window for r in qa.required)
             cov *= 1.0 - REQUIRED_PENALTY * missing / max(1, len(qa.required))
@@ -341,6 +376,48 @@ class TermMatcher:
         if self.by_prefix:
             hits |= {m for t in stems if t[:4] in self.by_prefix and (m := self(t)) is not None}
         return hits
+
+
+class SoftMatcher:
+    """Which question terms a sentence says in other words: for every term the passage does
+    not contain, the most similar word of each sentence by static word vectors."""
+
+    def __init__(self, wordvectors, terms: list[str], surfaces: list[str]):
+        self.wv = wordvectors
+        self.terms = terms
+        self.vectors = wordvectors.matrix(surfaces)  # (terms, dimension)
+
+    @classmethod
+    def for_question(cls, question: str, q_weight: dict[str, float], model_id: str):
+        from . import wordvectors
+
+        wv = wordvectors.for_model(model_id)
+        if wv is None:
+            return None
+        surface: dict[str, str] = {}
+        for _, _, w in words(question):
+            w = w.replace("’", "'")
+            if w.isalpha() and len(w) > 2 and w not in STOPWORDS:
+                surface.setdefault(stem(w), w)
+        terms = [t for t in q_weight if t in surface]
+        return cls(wv, terms, [surface[t] for t in terms]) if terms else None
+
+    def found(self, text: str, tokens: PassageTokens, exact: set[str]) -> list[set[str]]:
+        """Per sentence, the terms (absent from ``exact``) that it matches softly."""
+        todo = [i for i, t in enumerate(self.terms) if t not in exact]
+        n = len(tokens.sentence_tokens)
+        if not todo:
+            return [set()] * n
+        vocabulary, per_sentence = tokens.sentence_words(text)
+        if not vocabulary:
+            return [set()] * n
+        sims = self.wv.matrix(vocabulary) @ self.vectors[todo].T  # (words, missing terms)
+        hit = sims >= SOFT_MATCH_MIN_COSINE
+        out = []
+        for idx in per_sentence:
+            rows = hit[idx].any(axis=0) if len(idx) else ()
+            out.append({self.terms[todo[j]] for j, h in enumerate(rows) if h})
+        return out
 
 
 def _weighted(found: set[str], q_weight: dict[str, float], total: float) -> float:

@@ -222,3 +222,45 @@ def test_compound_and_name_of_questions():
     assert "enzym" in q.terms
     q = analyse("What is the name of the river that flows through Tartu?")
     assert (q.answer_type, q.focus) == ("PLACE", "river")
+
+
+FIRM = {
+    "firm.txt": (
+        "Norbeck Tools opened a large warehouse in Alsby in 2019, hiring 200 people. "
+        "Norbeck Tools was established in Dorvik in 1921 by two brothers.\n"
+    )
+}
+
+
+def test_paraphrased_question_words_get_partial_credit(make_engine, monkeypatch):
+    """"founded" is not in the text; "established" is, and its word vector is close."""
+    import qa.reader
+
+    engine = make_engine(FIRM, name="firm")
+    question = "In which town was Norbeck Tools founded?"
+    assert engine.answer(question).text == "Dorvik"
+    monkeypatch.setattr(qa.reader, "SOFT_MATCH_CREDIT", 0.0)
+    assert engine.answer(question).text != "Dorvik"
+
+
+def test_word_vectors_place_synonyms_close(encoder):
+    from qa import wordvectors
+
+    wv = wordvectors.for_model(encoder.model_id)
+    assert wv is not None
+
+    def sim(a, b):
+        return float(wv.vector(a) @ wv.vector(b))
+
+    assert sim("founded", "established") > 0.4 > sim("founded", "bridge")
+    assert sim("killed", "died") > 0.4 > sim("killed", "budget")
+    assert abs(sim("river", "river") - 1.0) < 1e-5
+    assert wv.matrix([]).shape == (0, wv.dimension)
+
+
+def test_models_without_a_readable_table_have_no_word_vectors(tmp_path):
+    from qa import wordvectors
+
+    (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    assert wordvectors.for_model(str(tmp_path)) is None
+    assert wordvectors.for_model(str(tmp_path / "missing")) is None
