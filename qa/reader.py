@@ -64,6 +64,7 @@ class PassageTokens:
     _descriptors: dict[int, frozenset[str]] = field(default_factory=dict)
     _place_cues: dict[int, float] = field(default_factory=dict)
     _words: tuple[list[str], list[np.ndarray]] | None = None
+    _word_matrix: np.ndarray | None = None
 
     def sentence_words(self, text: str) -> tuple[list[str], list[np.ndarray]]:
         """The passage's distinct alphabetic content words, and for each sentence the indices
@@ -80,6 +81,13 @@ class PassageTokens:
                 per_sentence.append(np.array(sorted(set(idx)), dtype=np.int64))
             self._words = (list(position), per_sentence)
         return self._words
+
+    def word_matrix(self, text: str, wordvectors) -> np.ndarray:
+        """Vectors of ``sentence_words`` as rows (kept as float16: a cached passage costs
+        ~40 KB, not ~80 KB)."""
+        if self._word_matrix is None:
+            self._word_matrix = wordvectors.matrix(self.sentence_words(text)[0]).astype(np.float16)
+        return self._word_matrix.astype(np.float32)
 
     def is_name(self, text: str, i: int) -> bool:
         if i not in self._names:
@@ -411,7 +419,7 @@ class SoftMatcher:
         vocabulary, per_sentence = tokens.sentence_words(text)
         if not vocabulary:
             return [set()] * n
-        sims = self.wv.matrix(vocabulary) @ self.vectors[todo].T  # (words, missing terms)
+        sims = tokens.word_matrix(text, self.wv) @ self.vectors[todo].T  # (words, terms)
         hit = sims >= SOFT_MATCH_MIN_COSINE
         out = []
         for idx in per_sentence:

@@ -72,7 +72,7 @@ def test_dev_questions(seed_engine):
     assert hits["hybrid"] >= max(hits["dense"], hits["sparse"])
 
 
-@pytest.mark.parametrize("name", ["news", "encyclopedia"])
+@pytest.mark.parametrize("name", ["news", "encyclopedia", "heldout"])
 def test_own_question_sets(make_engine, name):
     import shutil
 
