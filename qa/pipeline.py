@@ -81,7 +81,8 @@ class QA:
 
     The index is built on first use and kept in step with the folder: before answering, a
     cheap check of file names, sizes and times (confirmed by content hashes) triggers an
-    incremental rebuild when documents were added, edited or removed.
+    incremental rebuild when documents were added, edited or removed. Where that check is
+    slow (many thousands of files) it runs at most every ``FRESHNESS_SHARE``-th of the time.
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class QA:
         self._index: index_mod.Index | None = None
         self._manifest_stamp: tuple | None = None
         self._checked_at = float("-inf")
+        self._last_check_seconds = 0.0
         self._lock = threading.RLock()
 
     # -- index lifecycle ---------------------------------------------------------------
@@ -125,9 +127,10 @@ class QA:
     def refresh(self, force: bool = False) -> None:
         """Load the current index, rebuilding it first when the documents changed."""
         now = time.monotonic()
-        if not force and self._index is not None and now - self._checked_at < self.check_interval:
+        if not force and self._index is not None and now - self._checked_at < self._interval():
             return
         with self._lock:
+            started = time.monotonic()
             self._reload_if_replaced()
             reasons = self.stale_reasons()
             if reasons:
@@ -139,7 +142,18 @@ class QA:
                         raise
                     # The previous version is intact: keep serving it, say why it is old.
                     log.warning("index update failed (%s); answering from the previous index", e)
+            self._last_check_seconds = 0.0 if reasons else time.monotonic() - started
             self._checked_at = time.monotonic()
+
+    def _interval(self) -> float:
+        """Seconds between freshness checks: ``check_interval``, or longer where one check is
+        slow (a folder of many thousands of files), so that checking takes at most
+        FRESHNESS_SHARE of the time spent answering."""
+        slow = self._last_check_seconds
+        if slow < config.FRESHNESS_SLOW_CHECK_SECONDS:
+            return self.check_interval
+        spacing = slow * (1 - config.FRESHNESS_SHARE) / config.FRESHNESS_SHARE
+        return max(self.check_interval, spacing)
 
     def status(self) -> dict:
         """What is indexed and whether the documents changed since. Never rebuilds, and never

@@ -231,3 +231,29 @@ def test_a_50_mb_file_is_refused_clearly_and_the_rest_indexed(make_engine, caplo
     assert "huge.txt" in status["skipped"] and "limit per document" in status["skipped"]["huge.txt"]
     assert "huge.txt" in caplog.text
     assert engine.answer("Who is the port director?").text == "Elena Marsh"
+
+
+def test_slow_freshness_checks_are_spaced_out(make_engine, monkeypatch):
+    """A folder whose check takes 50 ms is checked at most every ~0.45 s (10% of the time)."""
+    import time
+
+    import qa.index
+
+    engine = make_engine({"a.txt": "The Varnel depot holds 4,312 crates of grain."})
+    engine.refresh()
+    real = qa.index.stale_reasons
+    calls = []
+
+    def slow(*args):
+        calls.append(time.monotonic())
+        time.sleep(0.05)
+        return real(*args)
+
+    monkeypatch.setattr(qa.index, "stale_reasons", slow)
+    engine.refresh()
+    engine.answer("How many crates does the Varnel depot hold?")
+    engine.answer("How many crates does the Varnel depot hold?")
+    assert len(calls) == 1  # the two answers came within 0.45 s of the slow check
+    time.sleep(0.5)
+    engine.answer("How many crates does the Varnel depot hold?")
+    assert len(calls) == 2
