@@ -84,5 +84,8 @@ def retrieve(
         # the dense model sees.
         chosen = set(top)
         for ids in (sparse[0][:keep_each], dense[0][:keep_each]):
-            top.extend(p for p in ids.tolist() if p not in chosen and not chosen.add(p))
+            for p in ids.tolist():
+                if p not in chosen:
+                    chosen.add(p)
+                    top.append(p)
     return [Hit(p, fused[p], dense_of.get(p), sparse_of.get(p)) for p in top]
