@@ -113,8 +113,9 @@ def test_truncated_index_file_is_detected_and_rebuilt(make_engine, caplog):
     with pytest.raises(store.IndexCorrupt, match="vectors.npy"):
         index_mod.load(engine.index_dir)
 
-    fresh = type(engine)(engine.seeds_dir, engine.index_dir, encoder=engine.encoder,
-                         reader=engine.reader)
+    fresh = type(engine)(
+        engine.seeds_dir, engine.index_dir, encoder=engine.encoder, reader=engine.reader
+    )
     assert fresh.answer("Who is the port director?").text == "Elena Marsh"
     assert index_mod.load(engine.index_dir) is not None
 
@@ -146,8 +147,9 @@ def test_incremental_and_full_rebuild_answer_identically(make_engine, tmp_path):
     (engine.seeds_dir / "a.txt").write_text(DOC_A.replace("Elena Marsh", "Oskar Lind"))
     (engine.seeds_dir / "c.txt").write_text("The ferry to Skerry leaves at 9 am every day.")
     engine.refresh()
-    full = type(engine)(engine.seeds_dir, tmp_path / "full-index", encoder=engine.encoder,
-                        reader=engine.reader)
+    full = type(engine)(
+        engine.seeds_dir, tmp_path / "full-index", encoder=engine.encoder, reader=engine.reader
+    )
     for question in [
         "Who is the port director?",
         "When was the Skerry lighthouse built?",
@@ -257,3 +259,36 @@ def test_slow_freshness_checks_are_spaced_out(make_engine, monkeypatch):
     time.sleep(0.5)
     engine.answer("How many crates does the Varnel depot hold?")
     assert len(calls) == 2
+
+
+def test_large_indexes_are_ivf_with_high_recall(tmp_path):
+    """Above EXACT_SEARCH_MAX the dense index is IVF-Flat; on tightly clustered vectors (where
+    HNSW lost whole clusters) it finds what exact search finds, and the same vectors always
+    give the same index."""
+    import faiss
+
+    index = index_mod
+    rng = np.random.default_rng(3)
+    bases = rng.normal(size=(60, 32)).astype(np.float32)
+    vectors = bases[rng.integers(0, 60, 20_000)] + 0.6 * rng.normal(size=(20_000, 32)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    meta = index._dense_meta(len(vectors))
+    assert meta["type"] == "flat-ip"  # 20,000 is below the threshold ...
+    meta = index._dense_meta(index.EXACT_SEARCH_MAX + 1)  # ... the real choice above it
+    assert meta["type"] == "ivf-flat-ip" and meta["params"]["nprobe"] == index.IVF_NPROBE
+    meta["params"].update(nlist=int(4 * np.sqrt(len(vectors))), train=len(vectors))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        index._write_dense(tmp_path / name, vectors, meta)
+    assert (tmp_path / "a" / "dense.faiss").read_bytes() == (
+        tmp_path / "b" / "dense.faiss"
+    ).read_bytes()
+    ivf = faiss.read_index(str(tmp_path / "a" / "dense.faiss"))
+    ivf.nprobe = meta["params"]["nprobe"]
+    queries = vectors[rng.choice(len(vectors), 50, replace=False)]
+    _, got = ivf.search(queries, 10)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)])
+    assert recall >= 0.95
