@@ -1051,6 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     plot(results, out)
+    shutil.copyfile(out / "results.md", ROOT / "docs" / "bench-results.md")
     print(f"wrote {out / 'results.md'}, {out / 'results.json'}, {out / 'bench.png'}")
     return 0
 
