@@ -38,7 +38,7 @@ MIN_SENTENCE_COVERAGE = 0.45
 AGREEMENT_BONUS = 0.08
 MAX_OPEN_ANSWER_WORDS = 14
 MAX_CANDIDATES = 60  # best candidates kept for grouping
-TOKEN_CACHE_PASSAGES = 4096
+TOKEN_CACHE_PASSAGES = 2048  # at most ~200 MB with their word matrices
 # A question word the passage does not contain gets this share of its weight from the most
 # similar word of a sentence (static word vectors, see wordvectors.py) when their cosine
 # reaches SOFT_MATCH_MIN_COSINE. Chosen on our own question sets (0.3-0.5 all gave the same).
@@ -83,11 +83,10 @@ class PassageTokens:
         return self._words
 
     def word_matrix(self, text: str, wordvectors) -> np.ndarray:
-        """Vectors of ``sentence_words`` as rows (kept as float16: a cached passage costs
-        ~40 KB, not ~80 KB)."""
+        """Vectors of ``sentence_words`` as rows (~80 KB for a passage of 50 distinct words)."""
         if self._word_matrix is None:
-            self._word_matrix = wordvectors.matrix(self.sentence_words(text)[0]).astype(np.float16)
-        return self._word_matrix.astype(np.float32)
+            self._word_matrix = wordvectors.matrix(self.sentence_words(text)[0])
+        return self._word_matrix
 
     def is_name(self, text: str, i: int) -> bool:
         if i not in self._names:
