@@ -89,6 +89,9 @@ class QuestionAnalysis:
     # Terms an answer's context must contain: the question's names and the attribute asked
     # for ("population" in "what is the population of X"), stemmed.
     required: list[str] = field(default_factory=list)
+    # What "how many" counts: the words before the verb ("snow leopards" in "how many snow
+    # leopards live ..."), as (stem, word) pairs.
+    counted: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def typed(self) -> bool:
@@ -174,7 +177,19 @@ def analyse(question: str) -> QuestionAnalysis:
     required = _names(q)
     if focus_stem and re.search(rf"\b(?:is|was|are|were)\s+(?:the|a|an)\s+{re.escape(focus)}\b", after):
         required.append(focus_stem)
-    return QuestionAnalysis(q, answer_type, focus_stem, None, content, verb, wh, required)
+    counted = _counted(after) if wh == "how many" else []
+    return QuestionAnalysis(q, answer_type, focus_stem, None, content, verb, wh, required, counted)
+
+
+def _counted(after: str) -> list[tuple[str, str]]:
+    """The noun phrase after "how many", up to the first function word or auxiliary (at most
+    three words): "how many [people] died", "how many [snow leopards] live"."""
+    out = []
+    for w in re.findall(r"[a-z][a-z'’-]*", after)[:3]:
+        if w in STOPWORDS or re.fullmatch(_AUX, w) or w in QUALIFIERS:
+            break
+        out.append((stem(w), w))
+    return out
 
 
 def _names(question: str) -> list[str]:

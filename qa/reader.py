@@ -32,6 +32,7 @@ W_RETRIEVAL = 0.20
 TYPE_FLOOR = 0.4
 REQUIRED_PENALTY = 0.6
 HEADLINE_FACTOR = 0.6  # sentence match kept by a document's opening headline  # share of sentence match lost when all of the question's names are absent  # a candidate of the wrong type keeps this share of its score
+COUNTED_MISMATCH = 0.25  # fit kept by a number that counts something other than "how many X"
 FOCUS_BONUS = 1.25  # fit of a name the text calls an X, for "which X" (may exceed 1)
 MIN_CONFIDENCE = 0.45
 MIN_SENTENCE_COVERAGE = 0.45
@@ -49,6 +50,15 @@ ACRONYM_MENTIONS = 50  # passages mentioning an acronym searched for its expansi
 
 _DATE_TYPES = frozenset({"DATE", "TIME", "DATE_PATTERN"})
 _BARE_NUMBER_TYPES = frozenset({"NUM", "CARDINAL"})
+_COUNT_TYPES = frozenset({"NUM", "CARDINAL", "NUM_UNIT", "QUANTITY"})
+# Words of number expressions that name no counted thing ("more than", "million", "-strong").
+_QUANTITY_WORDS = frozenset(
+    "more fewer less than over under about around approximately roughly nearly almost some up "
+    "least most as many much few estimated just well close upwards only exactly precisely "
+    "hundred hundreds thousand thousands million millions billion billions trillion dozen "
+    "dozens strong one two three four five six seven eight nine ten eleven twelve fifteen "
+    "twenty thirty forty fifty sixty seventy eighty ninety".split()
+)
 _NUMERIC_ANSWERS = frozenset({"COUNT", "AMOUNT", "MEASURE", "MONEY", "PERCENT"})
 
 
@@ -333,6 +343,8 @@ class BuiltinReader:
                 continue
             if not cand_terms or all(matcher(t) is not None for t in cand_terms):
                 continue  # never answer with the question's own words
+            if qa.counted and ctype in _COUNT_TYPES:
+                fit *= _counted_fit(qa, text, start, end, soft)
             emit(start, end, fit, sentence_idx, cand_terms)
         return out
 
@@ -443,6 +455,32 @@ def _is_label_number(text: str, start: int, sentence_start: int) -> bool:
     "Terminal 2", "Apollo 11") that does not open the sentence."""
     m = re.search(r"\b([A-Z][\w’'-]*)\s+$", text[max(sentence_start, start - 30) : start])
     return m is not None and start - len(m.group()) > sentence_start
+
+
+def _counted_fit(qa: QuestionAnalysis, text: str, start: int, end: int, soft) -> float:
+    """For "how many X": 1 when the words a number counts are X ("1,200 passengers" for
+    "how many passengers", also "riders" by word vectors), COUNTED_MISMATCH when they are
+    something else ("12 range countries" for "how many snow leopards", "six-week" for "how
+    many members"), and 1 when nothing follows the number ("... rose to 1,200.")."""
+    inner = [w for w in re.findall(r"[A-Za-z][\w’'-]*", text[start:end]) if not w[0].isdigit()]
+    unit = [w for w in inner[-1:] if w.lower() not in _QUANTITY_WORDS]  # "six-week": "six-week"
+    clause = re.split(r"[.,;:()!?]", text[end : end + 60], maxsplit=1)[0]
+    after = [w for w in re.findall(r"[A-Za-z][\w’'-]*", clause)[:3]]
+    after = [w for w in after[: next((i for i, w in enumerate(after) if w.lower() in STOPWORDS), 3)]]
+    words = [p for w in unit + after for p in w.lower().split("-") if p and not p.isdigit()]
+    words = [w for w in words if w not in _QUANTITY_WORDS and w not in STOPWORDS]
+    if not words:
+        return 1.0
+    counted = {stem for stem, _ in qa.counted}
+    for w in words:
+        t = stem(w)
+        if t in counted or any(_same_term(t, c) for c in counted):
+            return 1.0
+    if soft is not None:
+        vectors = soft.wv.matrix([w for _, w in qa.counted])
+        if float((soft.wv.matrix(words) @ vectors.T).max()) >= SOFT_MATCH_MIN_COSINE:
+            return 1.0
+    return COUNTED_MISMATCH
 
 
 def _descriptor_stems(text: str, start: int, end: int) -> frozenset[str]:

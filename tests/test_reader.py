@@ -264,3 +264,32 @@ def test_models_without_a_readable_table_have_no_word_vectors(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert wordvectors.for_model(str(tmp_path)) is None
     assert wordvectors.for_model(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    "question, text, number, fit",
+    [
+        ("How many snow leopards live in Nepal?", "the 12 range countries agreed", "12", 0.25),
+        ("How many members did the union have?", "a six-week stoppage", "six-week", 0.25),
+        ("How many interceptors?", "sending more than 500 interceptors", "more than 500", 1.0),
+        ("How many people attended?", "attendance rose to 1,200.", "1,200", 1.0),
+        ("How many visitors came?", "some 4,000 visitors came", "some 4,000", 1.0),
+    ],
+)
+def test_a_number_must_count_what_the_question_counts(question, text, number, fit):
+    from qa.reader import COUNTED_MISMATCH, _counted_fit
+
+    start = text.index(number)
+    expected = COUNTED_MISMATCH if fit < 1 else 1.0
+    assert _counted_fit(analyse(question), text, start, start + len(number), None) == expected
+    assert COUNTED_MISMATCH < 1.0
+
+
+def test_counted_words_of_how_many_questions():
+    assert [w for _, w in analyse("How many snow leopards live in Nepal?").counted] == [
+        "snow",
+        "leopards",
+        "live",
+    ]
+    assert analyse("How many were killed?").counted == []
+    assert analyse("Who built it?").counted == []
