@@ -76,20 +76,29 @@ def iter_document_paths(root: Path) -> Iterator[tuple[str, Path]]:
     """
     root = Path(root)
     real_root = root.resolve()
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not _is_ignored(d))
-        for name in filenames:
-            if _is_ignored(name) or not name.lower().endswith(config.DOCUMENT_SUFFIXES):
+    found: list[tuple[str, str]] = []  # (source, path): plain strings, 10,000s of files
+    pending = [("", str(root))]
+    while pending:
+        prefix, folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if _is_ignored(name):
                 continue
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(real_root) or not target.is_file():
-                    continue
-            found.append((path.relative_to(root).as_posix(), path))
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((f"{prefix}{name}/", entry.path))
+            elif name.lower().endswith(config.DOCUMENT_SUFFIXES):
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(real_root) or not target.is_file():
+                        continue
+                found.append((prefix + name, entry.path))
     found.sort()
-    yield from found
+    for source, path in found:
+        yield source, Path(path)
 
 
 def scan_states(root: Path) -> list[FileState]:

@@ -356,13 +356,14 @@ def _unchanged_sources(previous: Index | None, seeds_dir: Path) -> dict[str, tup
     """Previous version's metadata and passage rows per source, when it indexed this folder."""
     if previous is None or previous.manifest.get("seeds_dir") != str(seeds_dir.resolve()):
         return {}
-    out = {}
+    positions = np.arange(len(previous.sources))
     order = np.asarray(previous.passage_source)
-    for position, source in enumerate(previous.sources):
-        lo = int(np.searchsorted(order, position, side="left"))
-        hi = int(np.searchsorted(order, position, side="right"))
-        out[source] = (previous.manifest["sources"][source], range(lo, hi))
-    return out
+    lows = np.searchsorted(order, positions, side="left").tolist()
+    highs = np.searchsorted(order, positions, side="right").tolist()
+    return {
+        source: (previous.manifest["sources"][source], range(lo, hi))
+        for source, lo, hi in zip(previous.sources, lows, highs)
+    }
 
 
 def _annotate(annotator, texts, reuse, previous, progress):
