@@ -42,9 +42,7 @@ class WordVectors:
         v = self._cache.get(word)
         if v is None:
             with self._lock:
-                ids = self.tokenizer.encode(word, add_special_tokens=False).ids
-                v = np.asarray(self.table[ids], dtype=np.float32).mean(axis=0) - self.mean
-                v /= np.linalg.norm(v) or 1.0
+                v = self._average(self.tokenizer.encode(word, add_special_tokens=False).ids)
                 if len(self._cache) >= MAX_CACHED_WORDS:
                     self._cache.clear()
                 self._cache[word] = v
@@ -54,7 +52,19 @@ class WordVectors:
         """Vectors of words as rows, shape (len(words), dimension)."""
         if not words:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        new = [w for w in dict.fromkeys(words) if w not in self._cache]
+        if new:  # one batch through the tokenizer, not a call per word
+            pieces = self.tokenizer.encode_batch(new, add_special_tokens=False)
+            with self._lock:
+                if len(self._cache) + len(new) > MAX_CACHED_WORDS:
+                    self._cache.clear()
+                for word, encoding in zip(new, pieces):
+                    self._cache[word] = self._average(encoding.ids)
         return np.stack([self.vector(w) for w in words])
+
+    def _average(self, ids: list[int]) -> np.ndarray:
+        v = np.asarray(self.table[ids], dtype=np.float32).mean(axis=0) - self.mean
+        return v / (np.linalg.norm(v) or 1.0)
 
 
 def _safetensors_array(path: Path, name: str) -> np.ndarray:
