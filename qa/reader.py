@@ -64,6 +64,7 @@ _NUMERIC_ANSWERS = frozenset({"COUNT", "AMOUNT", "MEASURE", "MONEY", "PERCENT"})
 
 @dataclass
 class PassageTokens:
+    text: str
     title: list[tuple[int, int, str]]  # (start, end, stem) of the document title's words
     sentences: list[list[int]]  # [start, end] per sentence, passage-relative
     sentence_tokens: list[list[tuple[int, int, str]]]
@@ -76,7 +77,7 @@ class PassageTokens:
     _words: tuple[list[str], list[np.ndarray]] | None = None
     _word_matrix: np.ndarray | None = None
 
-    def sentence_words(self, text: str) -> tuple[list[str], list[np.ndarray]]:
+    def sentence_words(self) -> tuple[list[str], list[np.ndarray]]:
         """The passage's distinct alphabetic content words, and for each sentence the indices
         of its words among them (for soft matching)."""
         if self._words is None:
@@ -85,33 +86,33 @@ class PassageTokens:
             for toks in self.sentence_tokens:
                 idx = []
                 for a, b, _ in toks:
-                    w = text[a:b].lower()
+                    w = self.text[a:b].lower()
                     if len(w) > 2 and w.isalpha():
                         idx.append(position.setdefault(w, len(position)))
                 per_sentence.append(np.array(sorted(set(idx)), dtype=np.int64))
             self._words = (list(position), per_sentence)
         return self._words
 
-    def word_matrix(self, text: str, wordvectors) -> np.ndarray:
+    def word_matrix(self, wordvectors) -> np.ndarray:
         """Vectors of ``sentence_words`` as rows (~80 KB for a passage of 50 distinct words)."""
         if self._word_matrix is None:
-            self._word_matrix = wordvectors.matrix(self.sentence_words(text)[0])
+            self._word_matrix = wordvectors.matrix(self.sentence_words()[0])
         return self._word_matrix
 
-    def is_name(self, text: str, i: int) -> bool:
+    def is_name(self, i: int) -> bool:
         if i not in self._names:
             r = self.rows[i]
-            self._names[i] = _is_name(text, r[0], r[1], self.sentences[r[5]][0])
+            self._names[i] = _is_name(self.text, r[0], r[1], self.sentences[r[5]][0])
         return self._names[i]
 
-    def descriptors(self, text: str, i: int) -> frozenset[str]:
+    def descriptors(self, i: int) -> frozenset[str]:
         if i not in self._descriptors:
-            self._descriptors[i] = _descriptor_stems(text, self.rows[i][0], self.rows[i][1])
+            self._descriptors[i] = _descriptor_stems(self.text, self.rows[i][0], self.rows[i][1])
         return self._descriptors[i]
 
-    def place_cue(self, text: str, i: int) -> float:
+    def place_cue(self, i: int) -> float:
         if i not in self._place_cues:
-            self._place_cues[i] = _place_cue(text, self.rows[i][0], self.rows[i][1])
+            self._place_cues[i] = _place_cue(self.text, self.rows[i][0], self.rows[i][1])
         return self._place_cues[i]
 
     @functools.cached_property
@@ -234,7 +235,7 @@ class BuiltinReader:
         rows = index.rows("candidates", passage_id).tolist() if has_tables else []
         sent_toks = [_stems(text[a:b], offset=a) for a, b in sentences]
         cand_terms = [[t for _, _, t in _stems(text[r[0] : r[1]])] for r in rows]
-        cached = PassageTokens(_stems(passage.title), sentences, sent_toks, rows, cand_terms)
+        cached = PassageTokens(text, _stems(passage.title), sentences, sent_toks, rows, cand_terms)
         if len(self._token_cache) >= TOKEN_CACHE_PASSAGES:
             self._token_cache.clear()
         self._token_cache[key] = cached
@@ -249,7 +250,7 @@ class BuiltinReader:
         sent_found = [matcher.found(stems) for stems in tokens.sentence_stems]
         total = sum(q_weight.values()) or 1.0
         found_anywhere = title_found.union(*sent_found)
-        sent_soft = soft.found(text, tokens, found_anywhere) if soft else [set()] * len(sent_found)
+        sent_soft = soft.found(tokens, found_anywhere) if soft else [set()] * len(sent_found)
         passage_cov = _weighted(found_anywhere, q_weight, total) + SOFT_MATCH_CREDIT * _weighted(
             set().union(*sent_soft), q_weight, total
         )
@@ -323,7 +324,7 @@ class BuiltinReader:
                 continue  # "18" of "18 May", "1" of "Line 1": not a quantity
             if fit <= 0 and ctype != "NP" and not (qa.focus or qa.answer_type == "PLACE"):
                 continue
-            name = tokens.is_name(text, i)
+            name = tokens.is_name(i)
             if ctype == "NP" and name:
                 fit = max(fit, fits.get("PROPN", 0.0))
             head_is_focus = qa.focus and ctype in ("NP", "PROPN") and _same_term(
@@ -332,11 +333,11 @@ class BuiltinReader:
             if head_is_focus:
                 fit = max(fit, 0.9)
             if name and qa.answer_type == "PLACE" and fit < 1.0:
-                fit = max(fit, tokens.place_cue(text, i))
+                fit = max(fit, tokens.place_cue(i))
             if name and (
                 head_is_focus
                 or qa.focus
-                and any(_same_term(d, qa.focus) for d in tokens.descriptors(text, i))
+                and any(_same_term(d, qa.focus) for d in tokens.descriptors(i))
             ):
                 fit = max(fit, 0.9) * FOCUS_BONUS
             if fit <= 0 or sentence_idx >= len(sent_info):
@@ -421,16 +422,16 @@ class SoftMatcher:
         terms = [t for t in q_weight if t in surface]
         return cls(wv, terms, [surface[t] for t in terms]) if terms else None
 
-    def found(self, text: str, tokens: PassageTokens, exact: set[str]) -> list[set[str]]:
+    def found(self, tokens: PassageTokens, exact: set[str]) -> list[set[str]]:
         """Per sentence, the terms (absent from ``exact``) that it matches softly."""
         todo = [i for i, t in enumerate(self.terms) if t not in exact]
         n = len(tokens.sentence_tokens)
         if not todo:
             return [set()] * n
-        vocabulary, per_sentence = tokens.sentence_words(text)
+        vocabulary, per_sentence = tokens.sentence_words()
         if not vocabulary:
             return [set()] * n
-        sims = tokens.word_matrix(text, self.wv) @ self.vectors[todo].T  # (words, terms)
+        sims = tokens.word_matrix(self.wv) @ self.vectors[todo].T  # (words, terms)
         hit = sims >= SOFT_MATCH_MIN_COSINE
         out = []
         for idx in per_sentence:
@@ -465,8 +466,8 @@ def _counted_fit(qa: QuestionAnalysis, text: str, start: int, end: int, soft) ->
     inner = [w for w in re.findall(r"[A-Za-z][\w’'-]*", text[start:end]) if not w[0].isdigit()]
     unit = [w for w in inner[-1:] if w.lower() not in _QUANTITY_WORDS]  # "six-week": "six-week"
     clause = re.split(r"[.,;:()!?]", text[end : end + 60], maxsplit=1)[0]
-    after = [w for w in re.findall(r"[A-Za-z][\w’'-]*", clause)[:3]]
-    after = [w for w in after[: next((i for i, w in enumerate(after) if w.lower() in STOPWORDS), 3)]]
+    after = re.findall(r"[A-Za-z][\w’'-]*", clause)[:3]
+    after = after[: next((i for i, w in enumerate(after) if w.lower() in STOPWORDS), 3)]
     words = [p for w in unit + after for p in w.lower().split("-") if p and not p.isdigit()]
     words = [w for w in words if w not in _QUANTITY_WORDS and w not in STOPWORDS]
     if not words:
