@@ -202,7 +202,7 @@ class BuiltinReader:
         weights = TermWeights(index)
         q_weight = {t: weights(t) for t in _question_terms(qa)}
         matcher = TermMatcher([*q_weight, *qa.terms, *qa.required])
-        soft = SoftMatcher.for_question(question, q_weight, index.model_id)
+        soft = SoftMatcher.for_question(qa, q_weight, index.model_id)
         candidates: list[Candidate] = []
         if qa.answer_type == "ACRONYM":
             hits = hits + _other_mentions(index, qa, hits)
@@ -402,25 +402,34 @@ class SoftMatcher:
     """Which question terms a sentence says in other words: for every term the passage does
     not contain, the most similar word of each sentence by static word vectors."""
 
-    def __init__(self, wordvectors, terms: list[str], surfaces: list[str]):
+    def __init__(self, wordvectors, terms: list[str], surfaces: list[str], counted: list[str]):
         self.wv = wordvectors
         self.terms = terms
         self.vectors = wordvectors.matrix(surfaces)  # (terms, dimension)
+        self.counted = wordvectors.matrix(counted)  # what "how many" counts, once a question
 
     @classmethod
-    def for_question(cls, question: str, q_weight: dict[str, float], model_id: str):
+    def for_question(cls, qa: QuestionAnalysis, q_weight: dict[str, float], model_id: str):
         from . import wordvectors
 
         wv = wordvectors.for_model(model_id)
         if wv is None:
             return None
         surface: dict[str, str] = {}
-        for _, _, w in words(question):
+        for _, _, w in words(qa.text):
             w = w.replace("’", "'")
             if w.isalpha() and len(w) > 2 and w not in STOPWORDS:
                 surface.setdefault(stem(w), w)
         terms = [t for t in q_weight if t in surface]
-        return cls(wv, terms, [surface[t] for t in terms]) if terms else None
+        if not terms and not qa.counted:
+            return None
+        return cls(wv, terms, [surface[t] for t in terms], [w for _, w in qa.counted])
+
+    def close_to_counted(self, words: list[str]) -> bool:
+        """Whether any of the words is close to what the question counts."""
+        if not len(self.counted) or not words:
+            return False
+        return float((self.wv.matrix(words) @ self.counted.T).max()) >= SOFT_MATCH_MIN_COSINE
 
     def found(self, tokens: PassageTokens, exact: set[str]) -> list[set[str]]:
         """Per sentence, the terms (absent from ``exact``) that it matches softly."""
@@ -477,10 +486,8 @@ def _counted_fit(qa: QuestionAnalysis, text: str, start: int, end: int, soft) ->
         t = stem(w)
         if t in counted or any(_same_term(t, c) for c in counted):
             return 1.0
-    if soft is not None:
-        vectors = soft.wv.matrix([w for _, w in qa.counted])
-        if float((soft.wv.matrix(words) @ vectors.T).max()) >= SOFT_MATCH_MIN_COSINE:
-            return 1.0
+    if soft is not None and soft.close_to_counted(words):
+        return 1.0
     return COUNTED_MISMATCH
 
 

@@ -39,14 +39,7 @@ class WordVectors:
 
     def vector(self, word: str) -> np.ndarray:
         """The mean-centred, L2-normalised average of the word's piece vectors."""
-        v = self._cache.get(word)
-        if v is None:
-            with self._lock:
-                v = self._average(self.tokenizer.encode(word, add_special_tokens=False).ids)
-                if len(self._cache) >= MAX_CACHED_WORDS:
-                    self._cache.clear()
-                self._cache[word] = v
-        return v
+        return self.matrix([word])[0]
 
     def matrix(self, words: list[str]) -> np.ndarray:
         """Vectors of words as rows, shape (len(words), dimension)."""
@@ -59,12 +52,11 @@ class WordVectors:
                 if len(self._cache) + len(new) > MAX_CACHED_WORDS:
                     self._cache.clear()
                 for word, encoding in zip(new, pieces):
-                    self._cache[word] = self._average(encoding.ids)
-        return np.stack([self.vector(w) for w in words])
-
-    def _average(self, ids: list[int]) -> np.ndarray:
-        v = np.asarray(self.table[ids], dtype=np.float32).mean(axis=0) - self.mean
-        return v / (np.linalg.norm(v) or 1.0)
+                    v = np.asarray(self.table[encoding.ids], dtype=np.float32).mean(axis=0)
+                    v -= self.mean
+                    self._cache[word] = v / (np.linalg.norm(v) or 1.0)
+        cache = self._cache
+        return np.stack([cache[w] if w in cache else self.vector(w) for w in words])
 
 
 def _safetensors_array(path: Path, name: str) -> np.ndarray:
