@@ -130,13 +130,13 @@ class CorpusGenerator:
     """Seeded generator of seeds-like passages with planted, checkable facts."""
 
     def __init__(self, seed: int = 0, pool_sentences: int = 20_000):
-        from qa.documents import iter_document_paths, load_document, sentence_spans, split_document
+        from qa.documents import load_document, scan_documents, sentence_spans, split_document
 
         self.rng = np.random.default_rng(seed)
         sentences: list[list[str]] = []
         lengths: list[int] = []
-        for source, path in iter_document_paths(SEEDS):
-            doc = load_document(SEEDS, source, path)
+        for found in scan_documents(SEEDS):
+            doc = load_document(SEEDS, found.source, found.path)
             for p in split_document(doc):
                 lengths.append(len(p.text))
                 for a, b in sentence_spans(p.text):

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="qa: %(message)s",
     )
-    for noisy in ("faiss", "bm25s", "sentence_transformers", "transformers", "httpx"):
+    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if getattr(args, "k", 1) < 1:

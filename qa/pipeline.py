@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import config
 from . import index as index_mod
+from .documents import FileState, scan_documents
 from .errors import QAError
 from .retrieval import retrieve
 
@@ -118,25 +119,30 @@ class QA:
         assert self._index is not None
         return self._index
 
-    def stale_reasons(self) -> list[str]:
+    def stale_reasons(self, found: list[FileState] | None = None) -> list[str]:
+        """Why the index no longer matches the documents (empty when it does). ``found``: a
+        scan of the folder just taken, to look at it only once before ``rebuild(found=...)``."""
         if not self.seeds_dir.is_dir():
             raise QAError(f"documents folder {self.seeds_dir} does not exist")
         manifest = self._index.manifest if self._index is not None else self._read_manifest()
-        return index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id)
+        return index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id, found)
 
-    def refresh(self, force: bool = False) -> None:
-        """Load the current index, rebuilding it first when the documents changed."""
+    def refresh(self, force: bool = False) -> index_mod.BuildReport | None:
+        """Load the current index, updating it first when the documents changed; returns the
+        update's report, if one was made."""
         now = time.monotonic()
         if not force and self._index is not None and now - self._checked_at < self._interval():
-            return
+            return None
         with self._lock:
             started = time.monotonic()
             self._reload_if_replaced()
-            reasons = self.stale_reasons()
+            found = scan_documents(self.seeds_dir)
+            reasons = self.stale_reasons(found)
+            report = None
             if reasons:
                 log.info("index is stale (%s); updating", "; ".join(reasons[:3]))
                 try:
-                    self.rebuild()
+                    report = self.rebuild(found=found)
                 except (OSError, QAError) as e:
                     if self._index is None:
                         raise
@@ -144,6 +150,7 @@ class QA:
                     log.warning("index update failed (%s); answering from the previous index", e)
             self._last_check_seconds = 0.0 if reasons else time.monotonic() - started
             self._checked_at = time.monotonic()
+            return report
 
     def _interval(self) -> float:
         """Seconds between freshness checks: ``check_interval``, or longer where one check is
@@ -182,22 +189,24 @@ class QA:
             "seeds_dir": str(self.seeds_dir),
         }
 
-    def rebuild(self, progress=None) -> index_mod.BuildReport:
-        """Bring the index up to date with the documents (only changed passages re-embedded)."""
+    def rebuild(self, progress=None, found: list[FileState] | None = None) -> index_mod.BuildReport:
+        """Bring the index up to date with the documents (only changed passages re-embedded).
+        ``found``: the scan ``stale_reasons`` was given, when it was just taken."""
         with self._lock:
             previous = self._index
             if previous is None:
                 previous = self._try_load()
-            _, report = index_mod.build(
+            built, report = index_mod.build(
                 self.seeds_dir,
                 self.index_dir,
                 self.encoder,
                 annotator=self.reader.annotator(),
                 progress=progress,
                 previous=previous,
+                found=found,
             )
             self._index = None
-            self._reload_if_replaced()
+            self._reload_if_replaced(trusted=built["version_dir"])
             for reason in report.skipped.values():
                 log.warning("skipped %s", reason)
             return report
@@ -215,18 +224,18 @@ class QA:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _try_load(self) -> index_mod.Index | None:
+    def _try_load(self, trusted: str | None = None) -> index_mod.Index | None:
         try:
-            return index_mod.load(self.index_dir)
+            return index_mod.load(self.index_dir, trusted=trusted)
         except index_mod.store.IndexCorrupt as e:
             log.warning("%s; rebuilding", e)
             return None
 
-    def _reload_if_replaced(self) -> None:
+    def _reload_if_replaced(self, trusted: str | None = None) -> None:
         stamp = self._manifest_state()
         if self._index is not None and stamp == self._manifest_stamp:
             return
-        loaded = self._try_load()
+        loaded = self._try_load(trusted)
         if loaded is None and stamp is not None:
             # A corrupt or unreadable index: rebuild from scratch.
             _, _ = index_mod.build(

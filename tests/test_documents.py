@@ -13,9 +13,9 @@ from qa import config
 from qa.documents import (
     document_title,
     is_fragment,
-    iter_document_paths,
     load_document,
     read_text,
+    scan_documents,
     sentence_spans,
     split_spans,
 )
@@ -30,10 +30,10 @@ BODY = (
 
 
 def test_every_seed_passage_slices_back_out_of_its_file():
-    paths = list(iter_document_paths(SEEDS))
-    assert len(paths) >= 5
-    for source, path in paths:
-        text = read_text(path)
+    found = scan_documents(SEEDS)
+    assert len(found) >= 5
+    for doc in found:
+        source, text = doc.source, read_text(doc.path)
         spans = split_spans(text)
         assert spans, source
         for a, b in spans:
@@ -155,8 +155,24 @@ def test_document_discovery(tmp_path):
     outside.write_text(BODY)
     os.symlink(outside, root / "link_out.txt")
     os.symlink(root / "top.txt", root / "link_in.txt")
-    found = [source for source, _ in iter_document_paths(root)]
-    assert found == ["a/b/c/deep.md", "link_in.txt", "top.txt"]
+    os.mkfifo(root / "pipe.txt")  # reading it would block the build forever
+    (root / "folder.txt").mkdir()
+    (root / "folder.txt" / "inner.txt").write_text(BODY)
+    found = scan_documents(root)
+    assert [doc.source for doc in found] == [
+        "a/b/c/deep.md",
+        "folder.txt/inner.txt",
+        "link_in.txt",
+        "top.txt",
+    ]
+    top = found[-1]
+    st = os.stat(root / "top.txt")
+    assert (top.path, top.size, top.mtime_ns) == (str(root / "top.txt"), st.st_size, st.st_mtime_ns)
+
+
+def test_a_file_gone_since_the_scan_is_refused_with_its_name(tmp_path):
+    with pytest.raises(QAError, match="gone.txt: cannot be read"):
+        load_document(tmp_path, "gone.txt", tmp_path / "gone.txt")
 
 
 text_strategy = st.lists(

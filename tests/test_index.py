@@ -163,6 +163,87 @@ def test_incremental_and_full_rebuild_answer_identically(make_engine, tmp_path):
         ]
 
 
+def _contents(idx) -> dict:
+    """Everything a version holds, keyed by what it means rather than by row or term id."""
+    vocab = sorted(idx.vocabulary)
+    return {
+        "passages": [idx.passage(i) for i in range(len(idx))],
+        "keys": np.asarray(idx.passage_keys).tolist(),
+        "vectors": np.asarray(idx.vectors),
+        "tables": {name: [idx.rows(name, i).tolist() for i in range(len(idx))]
+                   for name in idx.tables if name != index_mod.BM25_TERMS},
+        "bm25": {t: idx._bm25.scores([idx.vocabulary[t]]) for t in vocab
+                 if idx.document_frequency(t)},
+    }  # fmt: skip
+
+
+def test_incremental_version_holds_exactly_what_a_full_build_holds(make_engine, tmp_path):
+    """Rows copied from the previous version, spliced around edited, added and removed files,
+    must give the arrays a full build gives, down to every BM25 score."""
+    files = {f"f{i}.txt": f"Note {i}\n\nDepot {i} holds {i * 7} crates of grain." for i in range(6)}
+    files["f2.txt"] = DOC_A
+    files["sub/f3.txt"] = DOC_B
+    engine = make_engine(files)
+    engine.refresh()
+    folder = engine.seeds_dir
+    (folder / "f2.txt").write_text(DOC_A.replace("Elena Marsh", "Oskar Lind") + "\n\nA new pier.")
+    (folder / "f4.txt").unlink()
+    (folder / "f0a.txt").write_text("The ferry to Skerry leaves at 9 am every day.")
+    (folder / "f5.txt").write_text(files["f5.txt"])  # same text, new modification time
+    report = engine.refresh(force=True)
+    assert report is not None and 0 < report.embedded < report.passages
+    full = type(engine)(folder, tmp_path / "full", encoder=engine.encoder, reader=engine.reader)
+    ours, theirs = _contents(engine.index), _contents(full.index)
+    assert ours["passages"] == theirs["passages"]
+    assert ours["keys"] == theirs["keys"]
+    np.testing.assert_array_equal(ours["vectors"], theirs["vectors"])
+    assert ours["tables"] == theirs["tables"]
+    assert ours["bm25"].keys() == theirs["bm25"].keys()
+    for term, scores in ours["bm25"].items():
+        np.testing.assert_allclose(scores, theirs["bm25"][term], rtol=1e-6, err_msg=term)
+
+
+def test_bm25_arrays_are_the_ones_bm25s_builds(tmp_path):
+    """Our numpy BM25 writer against bm25s's own indexer, on random term ids with repeats,
+    empty passages and vocabulary entries no passage uses any more."""
+    import bm25s
+
+    rng = np.random.default_rng(3)
+    vocab = {"": 0, **{f"t{i}": i for i in range(1, 60)}}  # builds start from {"": 0}, as bm25s
+    blocks = [rng.integers(1, 50, rng.integers(0, 30)).astype(np.int32) for _ in range(40)]
+    ptr, rows = index_mod._stack_blocks(blocks)
+    index_mod._write_bm25(tmp_path / "ours", (ptr, rows), vocab)
+    reference = bm25s.BM25()
+    reference.index(([b.tolist() for b in blocks], dict(vocab)), show_progress=False)
+    ours = bm25s.BM25.load(str(tmp_path / "ours"), allow_pickle=False)
+    assert ours.vocab_dict == vocab
+    for name in ("indptr", "indices"):
+        np.testing.assert_array_equal(ours.scores[name], reference.scores[name])
+    np.testing.assert_allclose(ours.scores["data"], reference.scores["data"], rtol=1e-6)
+    for query in ([0, 1], [5, 49], [55]):
+        np.testing.assert_allclose(
+            ours.get_scores_from_ids(query), reference.get_scores_from_ids(query), rtol=1e-6
+        )
+
+
+def test_a_file_gone_between_scan_and_build_is_skipped_not_fatal(make_engine, caplog):
+    from qa.documents import scan_documents
+
+    engine = make_engine({"a.txt": DOC_A, "b.txt": DOC_B})
+    engine.refresh()
+    (engine.seeds_dir / "c.txt").write_text("The ferry leaves at 9 am.")
+    found = scan_documents(engine.seeds_dir)
+    (engine.seeds_dir / "c.txt").unlink()
+    with caplog.at_level("WARNING", logger="qa"):
+        engine.rebuild(found=found)
+    assert "c.txt: cannot be read" in caplog.text
+    assert set(engine.status()["sources"]) == {"a.txt", "b.txt"}
+    assert engine.stale_reasons() == ["removed: c.txt"]
+    engine.refresh(force=True)
+    assert engine.stale_reasons() == []
+    assert engine.answer("Who is the port director?").text == "Elena Marsh"
+
+
 def test_missing_and_empty_folders_are_clear_errors(tmp_path, encoder, reader):
     from qa import QA
 
@@ -292,3 +373,44 @@ def test_large_indexes_are_ivf_with_high_recall(tmp_path):
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)])
     assert recall >= 0.95
+
+
+def test_updates_keep_the_ivf_cells_until_the_size_changes_twofold(tmp_path, monkeypatch):
+    """Training IVF cells takes seconds at 100,000 passages: an update reuses the previous
+    version's cells, and retrains only once the size calls for half or twice as many."""
+    from types import SimpleNamespace
+
+    import faiss
+
+    monkeypatch.setattr(index_mod, "EXACT_SEARCH_MAX", 100)
+    rng = np.random.default_rng(5)
+    bases = rng.normal(size=(40, 32)).astype(np.float32)
+    vectors = bases[rng.integers(0, 40, 4_100)] + 0.6 * rng.normal(size=(4_100, 32)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    first = index_mod._dense_meta(4_000)
+    (tmp_path / "a").mkdir()
+    index_mod._write_dense(tmp_path / "a", vectors[:4_000], first)
+    previous = SimpleNamespace(dense=faiss.read_index(str(tmp_path / "a" / "dense.faiss")))
+
+    update = index_mod._dense_meta(4_100, first)
+    assert update["params"]["reuse_cells"] and update["params"]["nlist"] == first["params"]["nlist"]
+    assert "reuse_cells" not in index_mod._dense_meta(17_000, first)["params"]  # wants 521 cells: 2.07x
+    assert "reuse_cells" not in index_mod._dense_meta(900, first)["params"]  # wants 120 cells: 0.48x
+    assert index_mod._dense_meta(50, first)["type"] == "flat-ip"
+
+    (tmp_path / "b").mkdir()
+    index_mod._write_dense(tmp_path / "b", vectors, update, previous)
+    updated = faiss.read_index(str(tmp_path / "b" / "dense.faiss"))
+    old_ivf, new_ivf = faiss.extract_index_ivf(previous.dense), faiss.extract_index_ivf(updated)
+    np.testing.assert_array_equal(
+        new_ivf.quantizer.reconstruct_n(0, new_ivf.nlist),
+        old_ivf.quantizer.reconstruct_n(0, old_ivf.nlist),
+    )
+    assert updated.ntotal == len(vectors)
+    updated.nprobe = update["params"]["nprobe"]
+    queries = vectors[-50:]  # the vectors this update added
+    _, got = updated.search(queries, 10)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)]) >= 0.95
