@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .documents import scan_documents
 from .errors import QAError
 
 log = logging.getLogger("qa")
@@ -48,11 +49,12 @@ def watch(
                 time.sleep(SETTLE_SECONDS)
                 changed.clear()
             last_check = time.monotonic()
-            reasons = engine.stale_reasons()
+            found = scan_documents(engine.seeds_dir)
+            reasons = engine.stale_reasons(found)
             if not reasons:
                 continue
             try:
-                report = engine.rebuild()
+                report = engine.rebuild(found=found)
             except (QAError, OSError) as e:
                 _say(f"not updated: {e}")
                 continue
