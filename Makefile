@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install index browser bench eval clean
+.PHONY: run test install index browser bench eval train clean
 
 run: install
 	$(VENV)/bin/qa build
@@ -23,18 +23,32 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(INSTALLED)
 
-# Debian's chromium for the browser tests (a test tool cannot download its own browser here).
+# Debian's chromium for the browser tests (a test tool cannot download its own browser here),
+# without its recommended packages; fonts-liberation gives the screenshots readable text.
 browser:
 	@test -x /usr/bin/chromium || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+		echo "installing Debian's chromium and fonts-liberation for the browser tests"; \
+		$$SUDO apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+			chromium fonts-liberation >/dev/null; }
 
 index: install
 	$(VENV)/bin/qa build
 
 bench: install
 	$(PY) -m benchmarks.bench
+
+# Rebuild the shipped reader from ../shared/training (about 100 min on 2 cores; each stage
+# resumes from its last checkpoint): the span stage, the no-answer stage started from it,
+# export to int8 ONNX, calibration on the validation split.
+train: install
+	$(PY) -m pip install -q -e '.[train]'
+	$(PY) -m training.train --steps 2687
+	$(PY) -m training.train --work training/work-stage2 --init training/work/final \
+		--mixture no-answer --lr 3e-5 --steps 598
+	$(PY) -m training.export --work training/work-stage2
+	$(PY) -m training.calibrate
 
 eval: install
 	$(VENV)/bin/qa eval ../shared/eval/seed_questions.jsonl

@@ -98,7 +98,7 @@ def format_quote(quote) -> str:
         f'<span class="qa-source">{esc(quote.source)}</span>'
         f" · paragraph {int(quote.paragraph)}"
         f" · chars {int(quote.start)}–{int(quote.end)}"
-        f" · score {float(quote.score):.2f}"
+        f" · relevance {float(quote.score):.2f}"
     )
     return (
         f'<li class="qa-quote"><div class="qa-cite">{cite}</div>'
@@ -107,11 +107,14 @@ def format_quote(quote) -> str:
 
 
 def format_reply(answer) -> str:
-    """One chat reply as HTML: the answer in bold, then its quotes (best first) under Sources."""
+    """One chat reply as HTML: the answer in bold, then its quotes under Sources, in the
+    answer's own order (the passages stating the answer first, then by relevance)."""
     parts = ['<div class="qa-reply">']
-    quotes = sorted(answer.quotes, key=lambda q: -q.score)
+    quotes = answer.quotes
     if answer.text is None:
         parts.append(f'<p class="qa-answer qa-none">{esc(answer.message)}</p>')
+        parts.append(f'<p class="qa-meta">probability that the documents hold no answer '
+                     f'{round(float(answer.score) * 100)}%</p>')
         summary = f"Closest passages ({len(quotes)})"
     else:
         parts.append(f'<p class="qa-answer"><strong>{esc(answer.text)}</strong></p>')
@@ -420,12 +423,13 @@ def parse_args(argv=None):
         default=None,
         help=f"port (default: $GRADIO_SERVER_PORT or {DEFAULT_PORT})",
     )
+    p.add_argument("--open", action="store_true", help="open the chat in a browser")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.seeds.is_dir():
         print(f"error: documents folder {args.seeds} does not exist (use --seeds)", file=sys.stderr)
         return 2
@@ -439,10 +443,14 @@ def main(argv=None) -> int:
 
     threading.Thread(target=warm_up, name="qa-warm-up", daemon=True).start()
     try:
-        launch(build_app(engine), args.host, args.port)
+        demo = build_app(engine)
+        launch(demo, args.host, args.port, quiet=True, prevent_thread_lock=True,
+               inbrowser=args.open)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    print(f"qa chat is ready: open {demo.local_url} (Ctrl+C stops it)", flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -361,7 +361,7 @@ def worker_gen(args) -> dict:
 def worker_build(args) -> dict:
     from qa import index as index_mod
     from qa.embedding import Encoder
-    from qa.reader import make_reader
+    from qa.reading import make_reader
 
     index_dir = Path(args.index)
     if index_dir.exists():
@@ -416,7 +416,7 @@ def _is_correct(answer: str | None, golds: list[str], impossible: bool = False) 
         return answer is None
     if answer is None:
         return False
-    from qa.reader import normalize_answer
+    from qa.reading.answers import normalize_answer
 
     digits = re.sub(r"\D", "", answer)
     for g in golds:
@@ -454,8 +454,8 @@ def worker_query(args) -> dict:
     t0 = time.perf_counter()
     from qa import QA
     from qa.embedding import Encoder
-    from qa.question import analyse
-    from qa.reader import make_reader
+    from qa.reading import make_reader
+    from qa.reading.question import analyse
 
     questions = (
         json.loads(Path(args.questions).read_text())["questions"]
@@ -667,7 +667,7 @@ import time, json, sys
 t = [time.perf_counter()]
 def mark(): t.append(time.perf_counter())
 import numpy; mark()
-import qa.pipeline, qa.index, qa.reader; mark()
+import qa.pipeline, qa.index, qa.reading.rules; mark()
 import faiss; mark()
 import bm25s; mark()
 import onnxruntime, tokenizers; mark()
@@ -896,8 +896,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     p.add_argument(
         "--reader",
-        default="builtin:fast",
-        help="reader for the synthetic corpora (builtin:fast = regex annotations)",
+        default="rules:fast",
+        help="reader for the synthetic corpora (rules:fast = regex annotations)",
     )
     p.add_argument(
         "--no-annotate",
@@ -957,7 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         work = out / "runs" / label
         work.mkdir(parents=True, exist_ok=True)
         if size == "seeds":
-            corpus, reader = SEEDS, "builtin"
+            corpus, reader = SEEDS, "rules"
             questions = str(DEV_QUESTIONS) if DEV_QUESTIONS.exists() else None
             gen = {"passages": None}
         else:
@@ -1038,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
                 corpus=SEEDS,
                 index=seeds_index,
                 encoders=encoders,
-                reader="builtin",
+                reader="rules",
                 seed=args.seed,
                 real_encode_max=args.real_encode_max,
                 annotate=True,

@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--reader", default="builtin", help="builtin or builtin:fast")
+    parser.add_argument("--reader", default="rules", help="trained, rules or rules:fast")
     args = parser.parse_args()
     from qa import QA
 

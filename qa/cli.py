@@ -16,7 +16,7 @@ from .errors import QAError
 def _engine(args):
     from .pipeline import QA
 
-    return QA(args.seeds, args.index, model=args.model, reader=getattr(args, "reader", "builtin"))
+    return QA(args.seeds, args.index, model=args.model, reader=getattr(args, "reader", config.READER))
 
 
 def _progress_bar():
@@ -67,7 +67,7 @@ def cmd_ask(args) -> int:
         return 0
     tty = sys.stdout.isatty()
     if result.text is None:
-        print(result.message)
+        print(f"{result.message}  (probability of no answer {result.score:.2f})")
     else:
         sources = ", ".join(result.sources)
         print(f"{result.text}  (confidence {result.score:.2f}; {sources})")
@@ -75,7 +75,7 @@ def cmd_ask(args) -> int:
         where = f"{q.source}, paragraph {q.paragraph}, chars {q.start}-{q.end}"
         if q.answer_start is not None:
             where += f", answer at {q.answer_start}-{q.answer_end}"
-        print(f"\n[{i}] {where} (score {q.score:.2f})")
+        print(f"\n[{i}] {where} (relevance {q.score:.2f})")
         print("    " + _marked(q, tty).replace("\n", "\n    "))
     return 0
 
@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index folder (default: ./vectorstore for ./seeds)")
     common.add_argument("--model", default=config.EMBEDDING_MODEL,
                         help="sentence-transformers model name or folder")
-    common.add_argument("--reader", default="builtin",
-                        help="builtin (default), builtin:fast, or transformers:MODEL")
+    common.add_argument("--reader", default=config.READER,
+                        help="trained (default: our own model), rules, rules:fast (no spaCy), "
+                             "or transformers:MODEL")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", parents=[common], help="index the documents folder")

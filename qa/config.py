@@ -27,6 +27,10 @@ def index_dir_for(seeds_dir: Path) -> Path:
 EMBEDDING_MODEL = os.environ.get("QA_MODEL", "all-MiniLM-L6-v2")
 EMBED_BATCH_SIZE = 64
 
+# The reader: "trained" (our own model, qa/reading/model), "rules", "rules:fast" or
+# "transformers:MODEL"; see qa/reading/__init__.py.
+READER = os.environ.get("QA_READER", "trained")
+
 DOCUMENT_SUFFIXES = (".txt", ".md")
 MAX_FILE_BYTES = int(os.environ.get("QA_MAX_FILE_BYTES", 20 * 1024 * 1024))
 

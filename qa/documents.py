@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import config
 from .errors import QAError
+from .types import Passage
 
 
 @dataclass(frozen=True)
@@ -21,23 +22,6 @@ class Document:
     source: str  # path relative to the documents folder, with forward slashes
     text: str
     sha256: str
-
-
-@dataclass(frozen=True)
-class Passage:
-    source: str
-    start: int
-    end: int
-    text: str
-    paragraph: int  # 1-based position of the passage inside its document
-    title: str = ""  # the document's headline, when it has one
-
-    @property
-    def search_text(self) -> str:
-        """What retrieval indexes: the passage, led by its document's title for context."""
-        if not self.title or self.text.startswith(self.title[:40]):
-            return self.text
-        return f"{self.title}\n{self.text}"
 
 
 @dataclass(slots=True)  # not frozen: that makes creating one 4x slower (10,000s per scan)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import QAError
-from .reader import normalize_answer
+from .reading.answers import normalize_answer
 
 
 @dataclass

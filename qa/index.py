@@ -209,7 +209,8 @@ def load(index_dir: Path, checksums: bool = True, trusted: str | None = None) ->
 
 
 def stale_reasons(
-    seeds_dir: Path, manifest: dict | None, model_id: str, found: list[FileState] | None = None
+    seeds_dir: Path, manifest: dict | None, model_id: str, found: list[FileState] | None = None,
+    annotator_id: str | None = None,
 ) -> list[str]:
     """Why the index no longer matches the documents (empty when it does); ``found`` is the
     folder's scan when the caller has just taken it.
@@ -221,6 +222,9 @@ def stale_reasons(
         return ["no index has been built"]
     if manifest["model"]["id"] != model_id:
         return [f"embedding model changed ({manifest['model']['id']} -> {model_id})"]
+    if annotator_id is not None and manifest.get("annotator") != annotator_id:
+        return [f"the reader needs annotations {annotator_id} "
+                f"(the index has {manifest.get('annotator') or 'none'})"]
     known: dict = {**manifest["sources"], **manifest.get("skipped_files", {})}
     reasons = []
     if found is None:
@@ -303,7 +307,8 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
     if not seeds_dir.is_dir():
         raise QAError(f"documents folder {seeds_dir} does not exist")
     table_names = sorted([*(annotator.tables if annotator is not None else ()), BM25_TERMS])
-    reusable = previous is not None and _can_copy_rows(previous, seeds_dir, encoder, table_names)
+    reusable = previous is not None and _can_copy_rows(
+        previous, seeds_dir, encoder, table_names, annotator)
     old_sources = _source_rows(previous) if reusable else {}
     # The new version as runs of rows: (True, lo, hi) copies rows lo:hi of the previous
     # version, (False, lo, hi) takes rows lo:hi of the passages read in this build.
@@ -362,6 +367,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         "sources": sources,
         "skipped_files": skipped,
         "tables": table_names,
+        "annotator": annotator.id if annotator is not None else None,
     }
 
     def write(vdir: Path) -> None:
@@ -386,13 +392,15 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
     return manifest, report
 
 
-def _can_copy_rows(previous: Index, seeds_dir: Path, encoder, table_names: list[str]) -> bool:
+def _can_copy_rows(previous: Index, seeds_dir: Path, encoder, table_names: list[str],
+                   annotator) -> bool:
     """Whether the previous version's rows can be copied as they are: same folder, same
-    model, and every table this build writes."""
+    model, every table this build writes, made by the same annotator."""
     return (
         previous.manifest.get("seeds_dir") == str(seeds_dir.resolve())
         and previous.model_id == encoder.model_id
         and set(table_names) <= set(previous.tables)
+        and (annotator is None or previous.manifest.get("annotator") == annotator.id)
     )
 
 
@@ -513,7 +521,8 @@ def _annotate(annotator, texts, reuse, previous, progress) -> dict[str, list[np.
     """Reader table rows for each passage: fresh, or copied when the previous version has
     the passage and the tables."""
     names_needed = set(annotator.tables)
-    if previous is None or not names_needed <= set(previous.tables):
+    if (previous is None or not names_needed <= set(previous.tables)
+            or previous.manifest.get("annotator") != annotator.id):
         reuse = [None] * len(texts)
     todo = [i for i, r in enumerate(reuse) if r is None]
     if progress:

@@ -6,57 +6,17 @@ import logging
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import config
 from . import index as index_mod
 from .documents import FileState, scan_documents
 from .errors import QAError
+from .reading import Reader, make_reader
 from .retrieval import retrieve
+from .types import Answer
 
 log = logging.getLogger("qa")
-
-
-@dataclass
-class Quote:
-    source: str
-    text: str
-    start: int  # file offsets of the passage: file_text[start:end] == text
-    end: int
-    score: float
-    paragraph: int
-    answer_start: int | None = None  # file offsets of the answer inside this passage
-    answer_end: int | None = None
-
-    @property
-    def highlighted(self) -> tuple[str, str, str] | None:
-        """(before, answer, after) inside the quote, or None when it holds no answer span."""
-        if self.answer_start is None or self.answer_end is None:
-            return None
-        a, b = self.answer_start - self.start, self.answer_end - self.start
-        return self.text[:a], self.text[a:b], self.text[b:]
-
-
-@dataclass
-class Answer:
-    question: str
-    text: str | None  # the short answer, or None when the documents hold none
-    score: float  # confidence in [0, 1]
-    quotes: list[Quote] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)  # every document stating the answer
-    seconds: float = 0.0
-
-    @property
-    def message(self) -> str:
-        if self.text is None:
-            return "The documents do not say. The closest passages are quoted below."
-        return self.text
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["message"] = self.message
-        return d
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -91,14 +51,13 @@ class QA:
         seeds_dir: str | Path = config.DEFAULT_SEEDS,
         index_dir: str | Path | None = None,
         model: str = config.EMBEDDING_MODEL,
-        reader="builtin",
+        reader: str | Reader = config.READER,
         check_interval: float = 0.0,
         encoder=None,
     ):
-        """``reader`` is a spec ("builtin", "builtin:fast", "transformers:MODEL") or a reader
-        object; ``encoder`` an Encoder to share between engines (default: a new one)."""
+        """``reader`` is a spec ("trained", "rules", "rules:fast", "transformers:MODEL") or a
+        ``Reader``; ``encoder`` an Encoder to share between engines (default: a new one)."""
         from .embedding import Encoder
-        from .reader import make_reader
 
         self.seeds_dir = Path(seeds_dir)
         self.index_dir = Path(index_dir) if index_dir else config.index_dir_for(self.seeds_dir)
@@ -125,7 +84,12 @@ class QA:
         if not self.seeds_dir.is_dir():
             raise QAError(f"documents folder {self.seeds_dir} does not exist")
         manifest = self._index.manifest if self._index is not None else self._read_manifest()
-        return index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id, found)
+        return index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id, found,
+                                       self._annotator_id())
+
+    def _annotator_id(self) -> str | None:
+        annotator = self.reader.annotator()
+        return annotator.id if annotator is not None else None
 
     def refresh(self, force: bool = False) -> index_mod.BuildReport | None:
         """Load the current index, updating it first when the documents changed; returns the
@@ -169,7 +133,8 @@ class QA:
         try:
             if not self.seeds_dir.is_dir():
                 raise QAError(f"documents folder {self.seeds_dir} does not exist")
-            stale = index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id)
+            stale = index_mod.stale_reasons(self.seeds_dir, manifest, self.encoder.model_id,
+                                            annotator_id=self._annotator_id())
         except QAError as e:
             stale = [str(e)]
         if manifest is None:
@@ -182,6 +147,8 @@ class QA:
             "passages": manifest["counts"]["passages"],
             "model": manifest["model"]["id"],
             "dense": manifest["dense"]["type"],
+            "reader": self.reader.name,
+            "annotations": manifest.get("annotator"),
             "sources": {s: m["passages"] for s, m in manifest["sources"].items()},
             "skipped": {s: m["error"] for s, m in manifest.get("skipped_files", {}).items()},
             "stale": stale,

@@ -8,20 +8,11 @@ README), in line with Bruch et al., "An Analysis of Fusion Functions for Hybrid 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import config
-from .question import analyse
-
-
-@dataclass(frozen=True)
-class Hit:
-    passage_id: int
-    score: float  # fused score in [0, 1]
-    dense_score: float | None  # cosine similarity, when the dense search found it
-    sparse_score: float | None  # BM25 score, when BM25 found it
+from .reading.question import analyse
+from .types import Hit
 
 
 def normalise_dense(scores: np.ndarray) -> np.ndarray:

@@ -23,9 +23,17 @@ def encoder():
 
 @pytest.fixture(scope="session")
 def reader():
-    from qa.reader import make_reader
+    """The default reader: the trained model shipped in qa/reading/model."""
+    from qa.reading import make_reader
 
-    return make_reader("builtin")
+    return make_reader("trained")
+
+
+@pytest.fixture(scope="session")
+def rules_reader():
+    from qa.reading import make_reader
+
+    return make_reader("rules")
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def quote(text, source="doc.txt", start=100, answer=None, score=0.9, paragraph=2
 # -- reply formatting ------------------------------------------------------------------------
 
 
-def test_reply_puts_bold_answer_first_then_sources_best_first():
+def test_reply_puts_bold_answer_first_then_sources_in_the_answers_order():
     best = quote(
         "The Pentagon is sending more than 500 interceptors.",
         "a.txt",
@@ -103,16 +103,21 @@ def test_reply_puts_bold_answer_first_then_sources_best_first():
     )
     other = quote("Some 500 missiles in all.", "b.txt", 611, "500", score=0.61, paragraph=3)
     reply = app.format_reply(Answer("q", "more than 500", 0.93, [other, best], ["a.txt", "b.txt"]))
+    # The answer's order is kept (the same in every interface), whatever the scores say.
+    listed = reply[reply.index("<ol"):]
+    assert listed.index("b.txt") < listed.index("a.txt")
+    reply = app.format_reply(Answer("q", "more than 500", 0.93, [best, other], ["a.txt", "b.txt"]))
 
     assert reply.index("<strong>more than 500</strong>") < reply.index("<details")
     assert "<summary>Sources (2)</summary>" in reply
-    assert reply.index("a.txt") < reply.index("b.txt")  # best first, whatever the input order
+    listed = reply[reply.index("<ol"):]
+    assert listed.index("a.txt") < listed.index("b.txt")
     assert "sending <mark>more than 500</mark> interceptors." in reply
     assert "Some <mark>500</mark> missiles" in reply
     cite = parse(reply).text
     text = "".join(cite)
-    assert "paragraph 1 · chars 0–51 · score 0.97" in text
-    assert "paragraph 3 · chars 611–636 · score 0.61" in text
+    assert "paragraph 1 · chars 0–51 · relevance 0.97" in text
+    assert "paragraph 3 · chars 611–636 · relevance 0.61" in text
     assert "confidence 93%" in text
     assert {t for t, _ in parse(reply).tags} <= REPLY_TAGS
 
@@ -149,12 +154,14 @@ def test_reply_has_no_raw_newlines_and_keeps_line_breaks():
 def test_no_answer_says_so_plainly_and_still_quotes_closest_passages():
     q1 = quote("Nothing about cheese here.", "a.txt", score=0.4)
     q2 = quote("Nor here, about the moon.", "b.txt", score=0.5)
-    ans = Answer("What colour is the moon cheese?", None, 0.0, [q1, q2], [])
+    ans = Answer("What colour is the moon cheese?", None, 0.87, [q2, q1], [])
     reply = app.format_reply(ans)
     assert ans.message.split(".")[0] in html.unescape(reply)  # "The documents do not say"
+    assert "probability that the documents hold no answer 87%" in reply
     assert "<strong>" not in reply and "<mark>" not in reply
     assert "Closest passages (2)" in reply
-    assert reply.index("b.txt") < reply.index("a.txt")
+    listed = reply[reply.index("<ol"):]
+    assert listed.index("b.txt") < listed.index("a.txt")
     assert "Nothing about cheese here." in reply and "Nor here, about the moon." in reply
 
 
@@ -450,3 +457,37 @@ def test_example_questions_come_from_the_documents_folder(tmp_path):
     assert app.load_examples(tmp_path) == ["How long is the bridge?", "Who built it?"]
     (tmp_path / app.EXAMPLES_FILE).write_bytes(b"\xff\xfe bad")
     assert app.load_examples(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "question", [INTERCEPTORS, "What is the capital of France?"], ids=["answer", "decline"]
+)
+def test_every_interface_gives_the_same_quotes_in_the_same_order(
+    client, seed_engine, question, capsys
+):
+    """Python, `qa ask --json` and the chat API: the same quotes, order and labelled numbers."""
+    import json
+    import re
+
+    from qa.cli import main
+
+    r = seed_engine.answer(question)
+    python = [(q.source, q.start, q.end, f"{q.score:.2f}") for q in r.quotes]
+
+    args = ["ask", question, "--json", "--seeds", str(seed_engine.seeds_dir),
+            "--index", str(seed_engine.index_dir)]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    cli = [(q["source"], q["start"], q["end"], f"{q['score']:.2f}") for q in out["quotes"]]
+    assert out["score"] == r.score and out["text"] == r.text
+
+    _, history, _ = client.predict(question, [], api_name="/ask")
+    reply = html.unescape(_reply(history))
+    chat = [(s, int(a), int(b), rel) for s, a, b, rel in re.findall(
+        r'<span class="qa-source">([^<]+)</span> · paragraph \d+ · chars (\d+)–(\d+) · '
+        r"relevance ([\d.]+)", reply)]
+    assert python == cli == chat and python
+    if r.text is None:
+        assert f"no answer {round(r.score * 100)}%" in reply
+    else:
+        assert f"confidence {round(r.score * 100)}%" in reply

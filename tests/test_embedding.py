@@ -138,7 +138,7 @@ def test_full_query_pipeline_does_not_import_torch(tmp_path, export_cache):
         encoding="utf-8",
     )
     engine = QA(
-        docs, tmp_path / "index", encoder=Encoder(cache_dir=export_cache), reader="builtin:fast"
+        docs, tmp_path / "index", encoder=Encoder(cache_dir=export_cache), reader="rules:fast"
     )
     engine.refresh()
     code = f"""
@@ -146,7 +146,7 @@ import json, sys
 from qa import QA
 from qa.embedding import Encoder
 engine = QA({str(docs)!r}, {str(tmp_path / "index")!r},
-            encoder=Encoder(cache_dir={str(export_cache)!r}), reader="builtin:fast")
+            encoder=Encoder(cache_dir={str(export_cache)!r}), reader="rules:fast")
 engine.answer("How many crates does the Varnel depot hold?")
 print(json.dumps(sorted(m for m in ("torch", "sentence_transformers", "transformers", "spacy")
                         if m in sys.modules)))

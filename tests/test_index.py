@@ -285,7 +285,7 @@ def test_query_side_scoring_matches_bm25s_and_faiss(seed_engine):
     importing bm25s or FAISS at query time: both must agree with the libraries exactly."""
     import bm25s
 
-    from qa.question import analyse
+    from qa.reading.question import analyse
 
     idx = seed_engine.index
     library_bm25 = bm25s.BM25.load(str(idx._vdir / "bm25"), allow_pickle=False)

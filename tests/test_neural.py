@@ -35,7 +35,7 @@ CONTEXT = (
 
 
 def test_best_span_maps_tokens_back_to_characters(tiny_model):
-    from qa.neural import TransformersReader
+    from qa.reading.transformers import TransformersReader
 
     reader = TransformersReader(tiny_model, max_length=64, stride=16)
     span = reader.best_span("Who opened the bridge?", CONTEXT)
@@ -48,7 +48,7 @@ def test_best_span_maps_tokens_back_to_characters(tiny_model):
 
 
 def test_long_context_is_read_in_overlapping_windows(tiny_model):
-    from qa.neural import TransformersReader
+    from qa.reading.transformers import TransformersReader
 
     reader = TransformersReader(tiny_model, max_length=48, stride=12, max_answer_tokens=5)
     long_context = " ".join([CONTEXT] * 6)
@@ -62,11 +62,11 @@ def test_long_context_is_read_in_overlapping_windows(tiny_model):
 
 
 def test_answer_contract_through_the_pipeline(tiny_model, make_engine, monkeypatch):
-    import qa.neural
+    import qa.reading.transformers
 
-    monkeypatch.setattr(qa.neural, "MIN_CONFIDENCE", 0.0)
+    monkeypatch.setattr(qa.reading.transformers, "MIN_CONFIDENCE", 0.0)
     engine = make_engine({"bridge.txt": CONTEXT})
-    from qa.reader import make_reader
+    from qa.reading import make_reader
 
     engine.reader = make_reader(f"transformers:{tiny_model}")
     r = engine.answer("Who opened the bridge?")
@@ -79,7 +79,7 @@ def test_answer_contract_through_the_pipeline(tiny_model, make_engine, monkeypat
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    from qa.reader import make_reader
+    from qa.reading import make_reader
 
     reader = make_reader(f"transformers:{tmp_path / 'no-such-model'}")
     with pytest.raises(QAError, match="cannot load reader model"):
@@ -87,7 +87,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_unknown_reader_spec_is_refused():
-    from qa.reader import make_reader
+    from qa.reading import make_reader
 
     with pytest.raises(QAError, match="unknown reader"):
         make_reader("magic")

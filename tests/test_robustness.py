@@ -22,7 +22,7 @@ CRASH_POINTS = ["begin", "written", "synced", "renamed", "manifest-written", "co
 
 BUILD = (
     "import sys; from qa import QA; "
-    "QA(sys.argv[1], sys.argv[2], reader='builtin:fast').rebuild()"
+    "QA(sys.argv[1], sys.argv[2], reader='rules:fast').rebuild()"
 )
 
 

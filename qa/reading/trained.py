@@ -1,0 +1,236 @@
+"""The default reader: our own extractive QA model (MiniLM-L6 fine-tuned by ``training/``),
+int8, run by onnxruntime with no torch.
+
+Each retrieved passage is read as one window, ``[CLS] question [SEP] passage [SEP]``, of at
+most ``MAX_LENGTH`` tokens; a longer passage is cut to the window holding most of the
+question's words. All windows go through the model in one batch. In each window the model
+scores every span (start + end logit) against "no answer" (the [CLS] token); the best span
+over all windows is the answer, and a calibrator fitted on the training data's validation
+split (``model/calibration.json``) turns its scores into the probability that it is right.
+Below the calibrated threshold the reader declines. Spans that say the same thing in several
+documents are merged into one answer citing them all.
+
+The model folder holds ``reader.onnx`` (int8), ``tokenizer.json``, ``calibration.json`` and
+the model card (MODEL_CARD.md), which says how they were made.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import QAError
+from ..tokens import STOPWORDS
+from ..types import Answer, Hit
+from .answers import answer_key, quotes_for
+
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+MAX_LENGTH = 192  # tokens per window, question included
+MAX_ANSWER_TOKENS = 30
+TOP_SPANS = 20  # best starts and ends combined per window
+WINDOW_STEP = 16  # tokens between the candidate windows of a long passage
+
+
+@dataclass(frozen=True)
+class Span:
+    """The best span of one window: passage-relative character offsets and its scores."""
+
+    window: int
+    start: int
+    end: int
+    margin: float  # span logit minus no-answer logit
+    log_prob: float  # log P(span) under the window's start and end softmaxes
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Logistic models over a window's (margin, log_prob): P(answer right), P(no answer)."""
+
+    right: tuple[float, float, float]
+    none: tuple[float, float, float]
+    threshold: float  # answer when P(right) reaches it
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return cls(tuple(d["right"]), tuple(d["none"]), float(d["threshold"]))
+
+    @staticmethod
+    def _logistic(w: tuple[float, float, float], span: Span) -> float:
+        z = w[0] * span.margin + w[1] * span.log_prob + w[2]
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def p_right(self, span: Span) -> float:
+        return self._logistic(self.right, span)
+
+    def p_none(self, span: Span) -> float:
+        return self._logistic(self.none, span)
+
+
+class SpanModel:
+    """The ONNX model and its tokenizer: (question, texts) -> each text's best span."""
+
+    def __init__(self, model_dir: Path = MODEL_DIR, model_file: str = "reader.onnx",
+                 max_length: int = MAX_LENGTH):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        path = Path(model_dir) / model_file
+        if not path.is_file():
+            raise QAError(f"reader model {path} is missing; reinstall qa or run `make train`")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = min(4, os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+            self.tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+        except Exception as e:  # noqa: BLE001 - any load failure is one message
+            raise QAError(f"cannot load reader model {path}: {e}".splitlines()[0]) from None
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.max_length = max_length
+        vocab = self.tokenizer.get_vocab()
+        self.cls, self.sep = vocab["[CLS]"], vocab["[SEP]"]
+        self._common = {vocab[w] for w in STOPWORDS if w in vocab}
+        self._inputs = {i.name for i in self.session.get_inputs()}
+
+    def _window(self, q_ids: list[int], text: str) -> tuple[list[int], np.ndarray]:
+        """Context token ids and their character offsets, cut to the best window."""
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        ids, offsets = enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        budget = max(16, self.max_length - len(q_ids) - 3)
+        if len(ids) <= budget:
+            return ids, offsets
+        wanted = {t for t in q_ids if t not in self._common}
+        hits = np.array([t in wanted for t in ids], dtype=np.int32)
+        sums = np.concatenate([[0], np.cumsum(hits)])
+        where = float(np.flatnonzero(hits).mean()) if hits.any() else 0.0
+        starts = list(range(0, len(ids) - budget + 1, WINDOW_STEP)) + [len(ids) - budget]
+        # Most question words; among equals, the window centred nearest to them.
+        best = max(starts, key=lambda s: (sums[s + budget] - sums[s],
+                                          -abs(s + budget / 2 - where)))
+        return ids[best : best + budget], offsets[best : best + budget]
+
+    def best_spans(self, question: str, texts: list[str]) -> list[Span | None]:
+        """The best answer span of each text (None where no span fits)."""
+        if not texts:
+            return []
+        q_ids = self.tokenizer.encode(question, add_special_tokens=False).ids
+        q_ids = q_ids[: self.max_length // 2]
+        rows, offsets = [], []
+        for text in texts:
+            ctx, off = self._window(q_ids, text)
+            rows.append([self.cls, *q_ids, self.sep, *ctx, self.sep])
+            offsets.append(off)
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        first = len(q_ids) + 2  # position of the first context token
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+            mask[i, : len(r)] = 1
+            types[i, first : len(r)] = 1
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        start_logits, end_logits = self.session.run(
+            None, {k: v for k, v in feeds.items() if k in self._inputs})
+        return [
+            _best_span(w, start_logits[w], end_logits[w], first, len(offsets[w]), offsets[w])
+            for w in range(len(rows))
+        ]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max()
+    return x - m - math.log(float(np.exp(x - m).sum()))
+
+
+def _best_span(window: int, start: np.ndarray, end: np.ndarray, first: int, n_ctx: int,
+               offsets: np.ndarray) -> Span | None:
+    if n_ctx == 0:
+        return None
+    length = first + n_ctx + 1  # [CLS] question [SEP] context [SEP]
+    start, end = start[:length].astype(np.float64), end[:length].astype(np.float64)
+    null = start[0] + end[0]
+    log_s, log_e = _log_softmax(start), _log_softmax(end)
+    ctx_s, ctx_e = start[first : first + n_ctx], end[first : first + n_ctx]
+    top_s = np.argsort(-ctx_s)[:TOP_SPANS]
+    top_e = np.argsort(-ctx_e)[:TOP_SPANS]
+    pair = ctx_s[top_s][:, None] + ctx_e[top_e][None, :]
+    gap = top_e[None, :] - top_s[:, None]
+    pair = np.where((gap >= 0) & (gap < MAX_ANSWER_TOKENS), pair, -np.inf)
+    k = int(np.argmax(pair))
+    if not np.isfinite(pair.flat[k]):
+        return None
+    i, j = int(top_s[k // pair.shape[1]]), int(top_e[k % pair.shape[1]])
+    a, b = int(offsets[i, 0]), int(offsets[j, 1])
+    if b <= a:
+        return None
+    return Span(window, a, b, float(pair.flat[k] - null),
+                float(log_s[first + i] + log_e[first + j]))
+
+
+class TrainedReader:
+    """The default reader (``--reader trained``); see the module's docstring."""
+
+    name = "trained"
+    depth = 4  # fused passages read, besides each retriever's own best two
+
+    def __init__(self, model_dir: str | Path = MODEL_DIR):
+        self.model_dir = Path(model_dir)
+        self._model: SpanModel | None = None
+        self._calibration: Calibration | None = None
+        self._lock = threading.Lock()
+
+    def annotator(self):
+        return None  # reads passage texts only
+
+    def _load(self) -> tuple[SpanModel, Calibration]:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    try:
+                        calibration = Calibration.load(self.model_dir / "calibration.json")
+                    except (OSError, ValueError, KeyError, TypeError) as e:
+                        raise QAError(f"reader calibration in {self.model_dir} is unreadable: "
+                                      f"{e}".splitlines()[0]) from None
+                    self._model = SpanModel(self.model_dir)
+                    self._calibration = calibration
+        assert self._calibration is not None
+        return self._model, self._calibration
+
+    def read(self, question: str, query_vector, index, hits: list[Hit], top_k: int) -> Answer:
+        model, calibration = self._load()
+        texts = [index.text(h.passage_id) for h in hits]
+        spans = [s for s in model.best_spans(question, texts) if s is not None]
+        if not spans:
+            return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
+        best = max(spans, key=lambda s: s.margin)
+        p_right = calibration.p_right(best)
+        if p_right < calibration.threshold:
+            return Answer(question, None, round(calibration.p_none(best), 3),
+                          quotes_for(index, hits, [], top_k))
+        text = texts[best.window][best.start : best.end]
+        key = answer_key(text)
+        # Other passages whose own best span says the same, strongest first.
+        same = sorted(
+            (s for s in spans if s is not best
+             and answer_key(texts[s.window][s.start : s.end]) == key
+             and calibration.p_right(s) >= calibration.threshold),
+            key=lambda s: -s.margin,
+        )
+        stated = [(hits[s.window].passage_id, s.start, s.end) for s in [best, *same]]
+        sources = []
+        for pid, _, _ in stated:
+            source = index.passage(pid).source
+            if source not in sources:
+                sources.append(source)
+        return Answer(question, text, round(p_right, 3), quotes_for(index, hits, stated, top_k),
+                      sources)

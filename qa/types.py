@@ -1,0 +1,76 @@
+"""The types every part of qa shares: passages, retrieval hits, quotes and answers.
+
+This module imports nothing of ours, so any module may import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Passage:
+    source: str
+    start: int
+    end: int
+    text: str
+    paragraph: int  # 1-based position of the passage inside its document
+    title: str = ""  # the document's headline, when it has one
+
+    @property
+    def search_text(self) -> str:
+        """What retrieval indexes: the passage, led by its document's title for context."""
+        if not self.title or self.text.startswith(self.title[:40]):
+            return self.text
+        return f"{self.title}\n{self.text}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage_id: int
+    score: float  # fused score in [0, 1]
+    dense_score: float | None  # cosine similarity, when the dense search found it
+    sparse_score: float | None  # BM25 score, when BM25 found it
+
+
+@dataclass
+class Quote:
+    source: str
+    text: str
+    start: int  # file offsets of the passage: file_text[start:end] == text
+    end: int
+    score: float  # retrieval relevance of the passage in [0, 1] (not a confidence)
+    paragraph: int
+    answer_start: int | None = None  # file offsets of the answer inside this passage
+    answer_end: int | None = None
+
+    @property
+    def highlighted(self) -> tuple[str, str, str] | None:
+        """(before, answer, after) inside the quote, or None when it holds no answer span."""
+        if self.answer_start is None or self.answer_end is None:
+            return None
+        a, b = self.answer_start - self.start, self.answer_end - self.start
+        return self.text[:a], self.text[a:b], self.text[b:]
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str | None  # the short answer, or None when the documents hold none
+    # With an answer: the calibrated probability that it is right. On a decline: the
+    # probability that the documents hold no answer.
+    score: float
+    quotes: list[Quote] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # every document stating the answer
+    seconds: float = 0.0
+
+    @property
+    def message(self) -> str:
+        if self.text is None:
+            return "The documents do not say. The closest passages are quoted below."
+        return self.text
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["message"] = self.message
+        return d

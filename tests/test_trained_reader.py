@@ -1,0 +1,158 @@
+"""The trained reader (the default): the shipped int8 ONNX model, its offsets, its agreement
+with the fp32 export, declining, agreement across documents, and its index contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa import QAError
+from qa.evaluate import f1_score
+from qa.reading.trained import MODEL_DIR, SpanModel, TrainedReader
+
+HARBOUR = {
+    "harbour.txt": (
+        "Brenmouth Harbour Reopens\n\n"
+        "The harbour at Brenmouth reopened on 4 March after a two-year rebuild that cost "
+        "£48 million. Harbour master Idris Calloway said the new quay can berth ships up to "
+        "220 metres long.\n\n"
+        "The council expects about 310 cruise calls a year once the terminal is finished in "
+        "2027. Fishing boats keep their old moorings on the eastern wall."
+    ),
+    "ferry.txt": (
+        "Ferry Line Starts\n\n"
+        "A ferry line between Brenmouth and the island of Skerra will start in June, run by "
+        "the operator Tidewise. Crossings take 50 minutes and tickets cost £12."
+    ),
+}
+
+
+@pytest.fixture
+def harbour(make_engine):
+    return make_engine(HARBOUR, name="harbour")
+
+
+@pytest.mark.parametrize(
+    "question, gold",
+    [
+        ("How much did the Brenmouth harbour rebuild cost?", "£48 million"),
+        ("Who is the harbour master of Brenmouth?", "Idris Calloway"),
+        ("Which company runs the ferry to Skerra?", "Tidewise"),
+        ("How long does the ferry crossing to Skerra take?", "50 minutes"),
+    ],
+)
+def test_answers_and_offsets_slice_back_out_of_the_file(harbour, question, gold):
+    r = harbour.answer(question)
+    assert r.text is not None and f1_score(r.text, gold) >= 0.5, (r.text, gold)
+    marked = [q for q in r.quotes if q.answer_start is not None]
+    assert marked and marked[0] is r.quotes[0]
+    for q in marked:
+        text = (harbour.seeds_dir / q.source).read_text(encoding="utf-8")
+        assert text[q.start : q.end] == q.text
+        assert text[q.answer_start : q.answer_end] == r.text
+        before, answer, after = q.highlighted
+        assert before + answer + after == q.text
+    assert 0.0 < r.score <= 1.0
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the boiling point of liquid nitrogen?",
+        "Who won the 1998 football World Cup?",
+    ],
+)
+def test_declines_when_the_documents_hold_no_answer(harbour, question):
+    r = harbour.answer(question)
+    assert r.text is None, r.text
+    assert r.quotes and all(q.answer_start is None for q in r.quotes)
+    assert 0.0 <= r.score <= 1.0
+
+
+def test_agreement_across_documents_cites_every_source(make_engine):
+    a = "The Orsa festival drew about 30,000 visitors this summer, its organisers said."
+    b = "Organisers of the Orsa festival counted about 30,000 visitors over the summer."
+    engine = make_engine({"a.txt": a, "b.txt": b}, name="agree")
+    r = engine.answer("How many visitors did the Orsa festival draw?")
+    assert r.text is not None and "30,000" in r.text
+    assert sorted(r.sources) == ["a.txt", "b.txt"]
+    assert {q.source for q in r.quotes if q.answer_start is not None} == {"a.txt", "b.txt"}
+
+
+def test_int8_model_matches_the_fp32_export_on_a_fixed_sample():
+    """The sample's fp32 spans were recorded when the model was exported (training/export.py)."""
+    sample = json.loads((MODEL_DIR / "fp32_sample.json").read_text(encoding="utf-8"))
+    model = SpanModel(MODEL_DIR)
+    same, overlap = 0, []
+    for item in sample:
+        span = model.best_spans(item["question"], [item["context"]])[0]
+        ref = item["fp32"]
+        got = item["context"][span.start : span.end]
+        want = item["context"][ref["start"] : ref["end"]]
+        same += (span.start, span.end) == (ref["start"], ref["end"])
+        overlap.append(f1_score(got, want))
+    assert len(sample) >= 40
+    assert same / len(sample) >= 0.75
+    assert sum(overlap) / len(overlap) >= 0.85
+
+
+def test_a_long_passage_is_read_where_the_question_words_are():
+    model = SpanModel(MODEL_DIR)
+    filler = " ".join(f"Item {i} of the ledger was filed without remark." for i in range(60))
+    text = filler + " The Kaldor lighthouse keeper was named Oswin Mirrel in 1911."
+    q_ids = model.tokenizer.encode("Who was the Kaldor lighthouse keeper?",
+                                   add_special_tokens=False).ids
+    ids, offsets = model._window(q_ids, text)
+    assert len(ids) + len(q_ids) + 3 <= model.max_length
+    assert text[offsets[0][0] : offsets[-1][1]].endswith("in 1911.")
+    span = model.best_spans("Who was the Kaldor lighthouse keeper?", [text])[0]
+    assert text[span.start : span.end] == "Oswin Mirrel"
+
+
+def test_calibration_is_monotone_and_its_threshold_a_probability():
+    cal = json.loads((MODEL_DIR / "calibration.json").read_text(encoding="utf-8"))
+    assert 0.0 < cal["threshold"] < 1.0
+    assert cal["right"][0] > 0 and cal["none"][0] < 0  # a larger margin: likelier right
+    assert 0.0 <= cal["validation"]["ece_held_half"] < 0.1
+
+
+def test_a_missing_model_is_one_clear_error(tmp_path, make_engine):
+    engine = make_engine(HARBOUR, name="nomodel")
+    engine.reader = TrainedReader(tmp_path / "no-model")
+    with pytest.raises(QAError) as e:
+        engine.answer("Who is the harbour master?")
+    assert "\n" not in str(e.value) and "no-model" in str(e.value)
+
+
+def test_the_manifest_records_the_annotations_and_readers_rebuild_what_they_need(
+    make_engine, rules_reader
+):
+    from qa.reading import make_reader
+
+    engine = make_engine(HARBOUR, name="switch")
+    engine.refresh()
+    assert engine.status()["annotations"] is None  # the trained reader needs none
+    fast = make_reader("rules:fast")
+    engine.reader = fast
+    assert engine.stale_reasons() and "annotations" in engine.stale_reasons()[0]
+    engine.refresh()
+    assert engine.status()["annotations"] == fast.annotator().id
+    # An index annotated by rules:fast is not silently read by the full rules reader.
+    engine.reader = rules_reader
+    assert "annotations" in engine.stale_reasons()[0]
+    engine.refresh()
+    assert engine.status()["annotations"] == rules_reader.annotator().id
+    assert engine.answer("Who is the harbour master of Brenmouth?").text
+    # The trained reader reads any index: no rebuild.
+    engine.reader = TrainedReader()
+    assert engine.stale_reasons() == []
+
+
+def test_model_files_are_small_and_licensed():
+    size = (MODEL_DIR / "reader.onnx").stat().st_size
+    assert size <= 30 * 1024 * 1024
+    card = (MODEL_DIR / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "Apache-2.0" in card and "CC BY-SA" in card
+    assert Path(MODEL_DIR / "LICENSE").is_file()
