@@ -35,6 +35,7 @@ MAX_LENGTH = 192  # tokens per window, question included
 MAX_ANSWER_TOKENS = 30
 TOP_SPANS = 20  # best starts and ends combined per window
 WINDOW_STEP = 16  # tokens between the candidate windows of a long passage
+ENCODING_CACHE = 4096  # passages whose tokens are kept between questions
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,24 @@ class SpanModel:
         self.cls, self.sep = vocab["[CLS]"], vocab["[SEP]"]
         self._common = {vocab[w] for w in STOPWORDS if w in vocab}
         self._inputs = {i.name for i in self.session.get_inputs()}
+        self._encodings: dict[str, tuple[list[int], np.ndarray]] = {}
+        self._encodings_lock = threading.Lock()
+
+    def _encode(self, text: str) -> tuple[list[int], np.ndarray]:
+        """A passage's token ids and character offsets, kept for the next questions."""
+        found = self._encodings.get(text)
+        if found is None:
+            enc = self.tokenizer.encode(text, add_special_tokens=False)
+            found = (enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2))
+            with self._encodings_lock:
+                if len(self._encodings) >= ENCODING_CACHE:
+                    self._encodings.pop(next(iter(self._encodings)))
+                self._encodings[text] = found
+        return found
 
     def _window(self, q_ids: list[int], text: str) -> tuple[list[int], np.ndarray]:
         """Context token ids and their character offsets, cut to the best window."""
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        ids, offsets = enc.ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        ids, offsets = self._encode(text)
         budget = max(16, self.max_length - len(q_ids) - 3)
         if len(ids) <= budget:
             return ids, offsets

@@ -14,7 +14,8 @@ import threading
 import numpy as np
 
 from ..errors import QAError
-from ..types import Answer, Quote
+from ..types import Answer
+from .answers import quotes_for
 
 MAX_LENGTH = 384
 STRIDE = 128
@@ -107,16 +108,12 @@ class TransformersReader:
             span = self.best_span(question, p.text)
             if span is not None:
                 found.append((span, hit, p))
-        quotes = [Quote(p.source, p.text, p.start, p.end, round(h.score, 4), p.paragraph)
-                  for h in hits[:top_k] for p in [index.passage(h.passage_id)]]
         if not found:
-            return Answer(question, None, 0.0, quotes)
+            return Answer(question, None, 0.0, quotes_for(index, hits, [], top_k))
         (start, end, score, null), hit, p = max(found, key=lambda f: f[0][2] - f[0][3])
         confidence = 1.0 / (1.0 + math.exp(-(score - null)))
         if confidence < MIN_CONFIDENCE:
-            return Answer(question, None, round(1 - confidence, 3), quotes)
-        answer_quote = Quote(p.source, p.text, p.start, p.end, round(hit.score, 4), p.paragraph,
-                             p.start + start, p.start + end)
-        rest = [q for q in quotes if (q.source, q.start) != (p.source, p.start)]
+            return Answer(question, None, round(1 - confidence, 3),
+                          quotes_for(index, hits, [], top_k))
         return Answer(question, p.text[start:end], round(confidence, 3),
-                      [answer_quote] + rest[: max(0, top_k - 1)], [p.source])
+                      quotes_for(index, hits, [(hit.passage_id, start, end)], top_k), [p.source])
