@@ -2,16 +2,19 @@
 
     python app.py                         # http://127.0.0.1:7860, ./seeds indexed in ./vectorstore
     python app.py --seeds docs --port 8080
-    GRADIO_SERVER_NAME=0.0.0.0 python app.py   # listen beyond loopback only when asked to
+    python app.py --host 0.0.0.0 --auth user:password   # shared: a login first (or $QA_AUTH)
+    python app.py --host 0.0.0.0 --read-only            # shared: no uploads, no rebuilds
 
-Replies are HTML built here with every piece of document text escaped, and the Chatbot renders
-them without Markdown or LaTeX, so a document can never inject markup, scripts or layout.
+Beyond loopback the app refuses to start without a login or --read-only. Replies are HTML
+built here with every piece of document text escaped, and the Chatbot renders them without
+Markdown or LaTeX, so a document can never inject markup, scripts or layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import ipaddress
 import logging
 import os
 import re
@@ -25,7 +28,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
-from qa.uploads import UploadError, read_upload, save_upload
+from qa.uploads import UploadError, allowed_suffixes, read_upload, save_upload
 
 log = logging.getLogger("qa.app")
 
@@ -35,6 +38,9 @@ EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question
 MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
+MAX_HISTORY_MESSAGES = 12  # the earlier turns a follow-up question is read with
+SEARCHING = "Searching the documents"  # CSS adds animated dots
+COPY_LABEL = "Copy citations"
 
 CSS = """
 #chat .qa-reply { line-height: 1.5; }
@@ -47,7 +53,21 @@ CSS = """
 #chat ol.qa-quotes { margin: .5em 0 0 0; padding-left: 1.4em; list-style: decimal; }
 #chat li.qa-quote { margin: 0 0 .8em 0; }
 #chat .qa-cite { font-size: .85em; color: var(--body-text-color-subdued); margin-bottom: .2em; }
+#chat .qa-citation { user-select: text; }
 #chat .qa-source { font-family: var(--font-mono); color: var(--body-text-color); }
+#chat .qa-standalone { color: var(--body-text-color-subdued); font-size: .8em; margin: 0 0 .3em 0; }
+#chat .qa-searching { margin: 0; font-style: italic; color: var(--body-text-color-subdued); }
+#chat .qa-searching::after { content: ""; animation: qa-dots 1.2s steps(4) infinite; }
+@keyframes qa-dots { 0% { content: ""; } 25% { content: "."; } 50% { content: ".."; }
+  75% { content: "..."; } }
+#chat button.qa-copy {
+  margin: 0; padding: .15em .6em; font-size: .85em; cursor: pointer; border-radius: 4px;
+  border: 1px solid var(--border-color-primary); background: var(--background-fill-primary);
+  color: var(--body-text-color);
+}
+#chat .qa-reply, #chat .qa-cite, #chat blockquote.qa-text, #chat .qa-meta {
+  overflow-wrap: anywhere; word-break: break-word; max-width: 100%;
+}
 #chat blockquote.qa-text {
   margin: 0; padding: .35em .75em; border-left: 3px solid var(--color-accent, #f97316);
   background: var(--background-fill-secondary); border-radius: 4px; white-space: normal;
@@ -58,6 +78,14 @@ CSS = """
 #corpus-status .qa-fresh { color: var(--body-text-color-subdued); }
 #corpus-status ul, #corpus-notice ul { margin: .2em 0 .2em 1.1em; list-style: disc; }
 #corpus-status code { font-size: .85em; }
+/* A phone (390 px): the chat takes the width (narrower page margins: see HEAD), the panel
+   starts closed (HEAD), nothing is wider than the screen. */
+@media (max-width: 768px) {
+  #title { padding-left: 24px; }
+  #chat .message-row.bubble { max-width: calc(100% - 12px) !important; margin-left: 6px !important;
+    margin-right: 6px !important; }
+  #chat ol.qa-quotes { padding-left: 1.1em; }
+}
 """
 
 # ---------------------------------------------------------------------------------------------
@@ -93,12 +121,29 @@ def _highlighted(quote) -> str:
     return f"{esc(_compact(before))}<mark>{esc(answer)}</mark>{esc(_compact(after))}"
 
 
+def _location(quote) -> str:
+    """Where in its document a quote sits ("page 3", a heading), on one line; "" if unknown."""
+    return " ".join(str(getattr(quote, "location", "") or "").split())
+
+
+def citation(quote) -> str:
+    """A quote's citation as plain text: "file, paragraph N, chars a–b" and its location
+    ("page 3", a heading) when the document's format gives one."""
+    text = f"{quote.source}, paragraph {int(quote.paragraph)}, chars {int(quote.start)}"
+    text += f"–{int(quote.end)}"
+    location = _location(quote)
+    return f"{text}, {location}" if location else text
+
+
 def format_quote(quote) -> str:
+    # The citation is a span of its own whose text is exactly citation(quote): selecting it,
+    # or the reply's "Copy citations" button, copies plain text.
+    location = _location(quote)
     cite = (
-        f'<span class="qa-source">{esc(quote.source)}</span>'
-        f" · paragraph {int(quote.paragraph)}"
-        f" · chars {int(quote.start)}–{int(quote.end)}"
-        f" · relevance {float(quote.score):.2f}"
+        f'<span class="qa-citation"><span class="qa-source">{esc(quote.source)}</span>'
+        f", paragraph {int(quote.paragraph)}, chars {int(quote.start)}–{int(quote.end)}"
+        + (f", {esc(location)}" if location else "")
+        + f"</span> · relevance {float(quote.score):.2f}"
     )
     return (
         f'<li class="qa-quote"><div class="qa-cite">{cite}</div>'
@@ -111,6 +156,9 @@ def format_reply(answer) -> str:
     answer's own order (the passages stating the answer first, then by relevance)."""
     parts = ['<div class="qa-reply">']
     quotes = answer.quotes
+    standalone = getattr(answer, "standalone", None)
+    if standalone:
+        parts.append(f'<p class="qa-standalone">Answered as: {esc(standalone)}</p>')
     if answer.text is None:
         parts.append(f'<p class="qa-answer qa-none">{esc(answer.message)}</p>')
         parts.append(f'<p class="qa-meta">probability that the documents hold no answer '
@@ -127,7 +175,10 @@ def format_reply(answer) -> str:
         parts.append(f'<details class="qa-sources"><summary>{summary}</summary>')
         parts.append('<ol class="qa-quotes">')
         parts.extend(format_quote(q) for q in quotes)
-        parts.append("</ol></details>")
+        parts.append(
+            f'</ol><p class="qa-copy-row"><button type="button" class="qa-copy">{COPY_LABEL}'
+            "</button></p></details>"
+        )
     parts.append("</div>")
     return "".join(parts)
 
@@ -142,6 +193,64 @@ def format_question(question: str, limit: int = 500) -> str:
     return f'<span class="qa-question">{esc(question)}</span>'
 
 
+def format_searching() -> str:
+    """The placeholder reply shown while the answer is being found."""
+    return f'<p class="qa-searching">{esc(SEARCHING)}</p>'
+
+
+# -- the conversation as plain text, for follow-up questions --------------------------------
+
+_TAG = re.compile(r"<[^>]*>")
+_ANSWER_P = re.compile(r'<p class="qa-answer[^"]*">(.*?)</p>', re.S)
+
+
+def _html_text(fragment: str) -> str:
+    text = _TAG.sub("", re.sub(r"<br\s*/?>", "\n", fragment))
+    return html.unescape(text).strip()
+
+
+def _message_text(content) -> str:
+    """The text of a chat message's content (a string, or Gradio's list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if isinstance(content, (list, tuple)):
+        return "".join(
+            str(c.get("text") or c.get("content") or "") if isinstance(c, dict) else str(c)
+            for c in content
+            if isinstance(c, (dict, str))
+        )
+    return ""
+
+
+def plain_history(history, limit: int = MAX_HISTORY_MESSAGES) -> list[dict]:
+    """The chat so far as {"role", "content"} messages of plain text: each question as asked,
+    each reply as its short answer (or the decline), no markup. Errors and placeholders are
+    left out, with the question they answered; at most the last ``limit`` messages."""
+    out: list[dict] = []
+    for message in history or []:
+        if isinstance(message, dict):
+            role, content = message.get("role"), message.get("content")
+        else:
+            role, content = getattr(message, "role", None), getattr(message, "content", None)
+        text = _message_text(content)
+        if role == "user":
+            plain = _html_text(text)
+        elif role == "assistant":
+            m = _ANSWER_P.search(text)
+            plain = _html_text(m.group(1)) if m else ""
+            if not plain:  # an error or a placeholder: drop it and the question it answered
+                if out and out[-1]["role"] == "user":
+                    out.pop()
+                continue
+        else:
+            continue
+        if plain:
+            out.append({"role": role, "content": plain[: config.MAX_QUESTION_CHARS]})
+    return out[-limit:] if limit else []
+
+
 def _when(stamp: str | None) -> str:
     if not stamp:
         return "never"
@@ -151,8 +260,9 @@ def _when(stamp: str | None) -> str:
         return stamp
 
 
-def format_status(status: dict) -> str:
-    """The corpus panel: counts, when built, whether the folder changed since, skipped files."""
+def format_status(status: dict, read_only: bool = False) -> str:
+    """The corpus panel: counts, when built, whether the folder changed since, skipped files
+    (each with its one-line reason)."""
     docs, passages = int(status.get("documents", 0)), int(status.get("passages", 0))
     out = [
         (
@@ -168,16 +278,20 @@ def format_status(status: dict) -> str:
         more = len(stale) - MAX_STALE_SHOWN
         if more > 0:
             items += f"<li>and {more} more</li>"
+        when = "before the next answer" if read_only else "before the next answer, or rebuild now"
         out.append(
             '<p class="qa-stale">The documents changed since the index was built '
-            "(it updates before the next answer, or rebuild now):</p>"
+            f"(it updates {when}):</p>"
             f"<ul>{items}</ul>"
         )
     else:
         out.append('<p class="qa-fresh">Up to date with the documents folder.</p>')
     skipped = status.get("skipped") or {}
     if skipped:
-        items = "".join(f"<li>{esc(reason)}</li>" for reason in list(skipped.values())[:20])
+        items = "".join(
+            f"<li>{esc(_skip_reason(name, reason))}</li>"
+            for name, reason in list(skipped.items())[:20]
+        )
         out.append(f"<p>Skipped {len(skipped)} file(s):</p><ul>{items}</ul>")
     sources = status.get("sources") or {}
     if sources:
@@ -192,6 +306,12 @@ def format_status(status: dict) -> str:
             f"<details><summary>Documents ({len(sources)})</summary><ul>{items}</ul></details>"
         )
     return "".join(out)
+
+
+def _skip_reason(name: str, reason: object) -> str:
+    """ "file: why", naming the file even when the reason does not."""
+    reason = " ".join(str(reason or "unreadable").split())
+    return reason if str(name) in reason else f"{name}: {reason}"
 
 
 def format_notice(lines: list[str], ok: bool = True) -> str:
@@ -241,31 +361,44 @@ def load_examples(seeds_dir: Path) -> list[str]:
     return [q for q in questions if 0 < len(q) <= config.MAX_QUESTION_CHARS][:MAX_EXAMPLES]
 
 
-def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask the documents"):
-    """The Gradio Blocks for ``engine`` (shared by every session); queue enabled, not launched."""
+def build_app(
+    engine: QA,
+    examples: list[str] | None = None,
+    title: str = "Ask the documents",
+    read_only: bool = False,
+):
+    """The Gradio Blocks for ``engine`` (shared by every session); queue enabled, not launched.
+
+    ``read_only`` leaves out uploading and rebuilding altogether: neither the controls nor
+    their API endpoints exist (the index still follows the folder before each answer)."""
 
     def status_html() -> str:
         try:
-            return format_status(engine.status())
+            return format_status(engine.status(), read_only=read_only)
         except Exception as e:  # the panel reports, never crashes
             log.exception("status failed")
             return format_error(f"status unavailable: {e}")
 
     def ask(question, history):
+        """The question shows at once with a "searching" reply, which the answer replaces."""
         history = list(history or [])
         question = question if isinstance(question, str) else ""
         if not question.strip():
-            return "", history, gr.skip()
+            yield "", history, gr.skip()
+            return
+        earlier = plain_history(history)  # before this turn is added
+        history.append({"role": "user", "content": format_question(question)})
+        history.append({"role": "assistant", "content": format_searching()})
+        yield "", history, gr.skip()
         try:
-            reply = format_reply(engine.answer(question))
+            reply = format_reply(engine.answer(question, history=earlier))
         except QAError as e:
             reply = format_error(str(e).splitlines()[0] if str(e) else "cannot answer that")
         except Exception:  # never show a traceback to the user
             log.exception("answering %r failed", question[:200])
             reply = format_error("Something went wrong while answering; the error was logged.")
-        history.append({"role": "user", "content": format_question(question)})
-        history.append({"role": "assistant", "content": reply})
-        return "", history, status_html()
+        history[-1] = {"role": "assistant", "content": reply}
+        yield "", history, status_html()
 
     def rebuild(progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
         try:
@@ -308,18 +441,29 @@ def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask t
         with gr.Sidebar(label="Corpus", open=True, width=360, elem_id="corpus"):
             gr.Markdown("### Corpus")
             status = gr.HTML(elem_id="corpus-status", label="Index status", show_label=False)
-            rebuild_btn = gr.Button("Rebuild index", elem_id="rebuild", size="sm")
-            uploader = gr.File(
-                label=f"Add .txt or .md documents (up to {config.MAX_UPLOAD_BYTES / 2**20:g} MB each)",
-                file_count="multiple",
-                file_types=[".txt", ".md"],
-                type="filepath",
-                elem_id="upload",
-            )
-            notice = gr.HTML(elem_id="corpus-notice", label="Notice", show_label=False)
+            if read_only:
+                gr.Markdown(
+                    "Read-only: documents cannot be added or the index rebuilt here.",
+                    elem_id="read-only-note",
+                )
+            else:
+                suffixes = list(allowed_suffixes())
+                rebuild_btn = gr.Button("Rebuild index", elem_id="rebuild", size="sm")
+                uploader = gr.File(
+                    label=(
+                        f"Add {_kinds(suffixes)} documents "
+                        f"(up to {config.MAX_UPLOAD_BYTES / 2**20:g} MB each)"
+                    ),
+                    file_count="multiple",
+                    file_types=suffixes,
+                    type="filepath",
+                    elem_id="upload",
+                )
+                notice = gr.HTML(elem_id="corpus-notice", label="Notice", show_label=False)
         gr.Markdown(
             f"## {title}\nAnswers are quoted word for word from the documents; "
-            "open **Sources** under a reply to see where each one comes from."
+            "open **Sources** under a reply to see where each one comes from.",
+            elem_id="title",
         )
         chatbot = gr.Chatbot(
             elem_id="chat",
@@ -357,23 +501,25 @@ def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask t
             [question, chatbot, status],
             api_name="ask",
             concurrency_limit=4,
+            show_progress="minimal",
         )
-        rebuild_btn.click(
-            rebuild,
-            None,
-            [status, notice],
-            api_name="rebuild",
-            concurrency_id="index",
-            concurrency_limit=1,
-        )
-        uploader.upload(
-            add_files,
-            [uploader],
-            [uploader, status, notice],
-            api_name="upload",
-            concurrency_id="index",
-            concurrency_limit=1,
-        )
+        if not read_only:
+            rebuild_btn.click(
+                rebuild,
+                None,
+                [status, notice],
+                api_name="rebuild",
+                concurrency_id="index",
+                concurrency_limit=1,
+            )
+            uploader.upload(
+                add_files,
+                [uploader],
+                [uploader, status, notice],
+                api_name="upload",
+                concurrency_id="index",
+                concurrency_limit=1,
+            )
         demo.load(status_html, None, status, api_name=False)
         timer = gr.Timer(30)
         timer.tick(
@@ -387,18 +533,150 @@ def build_app(engine: QA, examples: list[str] | None = None, title: str = "Ask t
         )
 
     demo.queue(default_concurrency_limit=4, max_size=64)
+    demo.qa_read_only = read_only
     return demo
 
 
-def launch(demo, host: str | None = None, port: int | None = None, **kwargs):
+def _kinds(suffixes) -> str:
+    """".txt, .md or .pdf" for a label."""
+    names = [str(s) for s in suffixes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving: who may reach the app.
+
+# The reply's "Copy citations" button: one delegated listener (sanitised replies carry no
+# script), copying the reply's citation lines as plain text, one a line. And the corpus panel
+# starts closed on a phone, with narrower page margins there.
+HEAD = """<style>
+/* Outside the app's own container, so not in CSS (which Gradio scopes to it). */
+@media (max-width: 768px) {
+  .gradio-container .main.app { padding-left: 10px !important; padding-right: 10px !important; }
+}
+</style>
+<script>
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest && event.target.closest("button.qa-copy");
+  if (!button) return;
+  event.preventDefault();
+  const reply = button.closest(".qa-reply");
+  if (!reply) return;
+  const text = Array.from(reply.querySelectorAll(".qa-citation"),
+                          (e) => e.textContent.replace(/\\s+/g, " ").trim()).join("\\n");
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    copied = true;
+  } catch (e) {  // not a secure context (plain http beyond localhost): the old way
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.style.position = "fixed";
+    area.style.left = "-9999px";
+    document.body.appendChild(area);
+    area.select();
+    try { copied = document.execCommand("copy"); } catch (e2) { copied = false; }
+    area.remove();
+  }
+  button.textContent = copied ? "Copied" : "Select the lines above to copy them";
+  setTimeout(() => { button.textContent = "__COPY_LABEL__"; }, 2000);
+});
+// On a phone the open corpus panel would cover the chat: start with it closed there (its
+// toggle stays at the edge).
+(function () {
+  if (!window.matchMedia("(max-width: 768px)").matches) return;
+  const started = Date.now();
+  const timer = setInterval(() => {
+    const panel = document.querySelector("#corpus.sidebar");
+    if (panel || Date.now() - started > 30000) clearInterval(timer);
+    const toggle = panel && panel.querySelector(".toggle-button");
+    if (toggle && panel.classList.contains("open")) toggle.click();
+  }, 100);
+})();
+</script>""".replace("__COPY_LABEL__", COPY_LABEL)
+
+
+def resolve_host(host: str | None = None) -> str:
+    """The address to listen on: as given, else $GRADIO_SERVER_NAME, else 127.0.0.1."""
+    return host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost."""
+    name = str(host).strip().strip("[]").lower()
+    if name in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # 0.0.0.0, "", ::, a LAN address, any other host name
+
+
+def exposure_error(host: str, auth, read_only: bool) -> str | None:
+    """Why the app must not listen on ``host`` as configured, or None when it may: beyond
+    loopback it needs a login (auth) or read-only mode."""
+    if is_loopback(host) or auth or read_only:
+        return None
+    shown = host if host else '""'
+    return (
+        f"listening on {shown} lets other machines reach the chat, its uploads and rebuilds; "
+        "add --auth USER:PASSWORD (or set QA_AUTH), or --read-only to share it without them"
+    )
+
+
+def parse_auth(value: str, where: str = "--auth") -> tuple[str, str]:
+    """ "user:password" as (user, password); QAError (one line, never echoing the value)
+    when the colon, the user or the password is missing. The password may hold colons."""
+    if ":" not in value:
+        raise QAError(f"{where} must be USER:PASSWORD (no ':' found)")
+    user, password = value.split(":", 1)
+    user = user.strip()
+    if not user:
+        raise QAError(f"{where} must be USER:PASSWORD (the user name is empty)")
+    if not password:
+        raise QAError(f"{where} must be USER:PASSWORD (the password is empty)")
+    return user, password
+
+
+def auth_from(flag: str | None) -> tuple[str, str] | None:
+    """The login to require: --auth, else $QA_AUTH (empty counts as unset), else None."""
+    if flag is not None:
+        return parse_auth(flag, "--auth")
+    env = os.environ.get("QA_AUTH", "")
+    return parse_auth(env, "QA_AUTH") if env else None
+
+
+def launch(
+    demo,
+    host: str | None = None,
+    port: int | None = None,
+    auth=None,
+    read_only: bool | None = None,
+    **kwargs,
+):
     """Launch with the app's CSS; host and port as given, else $GRADIO_SERVER_NAME/PORT,
-    else 127.0.0.1:7860."""
-    host = host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    else 127.0.0.1:7860. ``auth`` is a (user, password) pair (or Gradio's list of pairs or
+    check function): every page and API call then needs the login. Beyond loopback, launching
+    without auth refuses (QAError) unless the app was built read-only."""
+    host = resolve_host(host)
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or DEFAULT_PORT)
-    kwargs.setdefault("max_file_size", config.MAX_UPLOAD_BYTES * 4)  # ours gives a clearer note
+    if read_only is None:
+        read_only = bool(getattr(demo, "qa_read_only", False))
+    problem = exposure_error(host, auth, read_only)
+    if problem:
+        raise QAError(problem)
+    if isinstance(auth, tuple):
+        auth = [auth]
+    # Read-only: Gradio's own upload route stays, but takes nothing; the app's gives a clearer
+    # note than Gradio's limit, so that limit sits above it.
+    kwargs.setdefault("max_file_size", 0 if read_only else config.MAX_UPLOAD_BYTES * 4)
     kwargs.setdefault("ssr_mode", False)
     kwargs.setdefault("footer_links", ["api"])
-    return demo.launch(server_name=host, server_port=port, share=False, css=CSS, **kwargs)
+    if auth:
+        kwargs.setdefault("auth_message", "Log in to ask the documents.")
+    return demo.launch(
+        server_name=host, server_port=port, share=False, css=CSS, head=HEAD, auth=auth, **kwargs
+    )
 
 
 def parse_args(argv=None):
@@ -415,13 +693,25 @@ def parse_args(argv=None):
     p.add_argument(
         "--host",
         default=None,
-        help=f"address to listen on (default: $GRADIO_SERVER_NAME or {DEFAULT_HOST})",
+        help=f"address to listen on (default: $GRADIO_SERVER_NAME or {DEFAULT_HOST}); beyond "
+        "loopback, --auth or --read-only is required",
     )
     p.add_argument(
         "--port",
         type=int,
         default=None,
         help=f"port (default: $GRADIO_SERVER_PORT or {DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="require this login for every page and API call (default: $QA_AUTH)",
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="no uploads and no rebuilds: neither the controls nor their API endpoints",
     )
     p.add_argument("--open", action="store_true", help="open the chat in a browser")
     return p.parse_args(argv)
@@ -430,6 +720,16 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        auth = auth_from(args.auth)
+    except QAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    host = resolve_host(args.host)
+    problem = exposure_error(host, auth, args.read_only)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not args.seeds.is_dir():
         print(f"error: documents folder {args.seeds} does not exist (use --seeds)", file=sys.stderr)
         return 2
@@ -443,13 +743,19 @@ def main(argv=None) -> int:
 
     threading.Thread(target=warm_up, name="qa-warm-up", daemon=True).start()
     try:
-        demo = build_app(engine)
-        launch(demo, args.host, args.port, quiet=True, prevent_thread_lock=True,
-               inbrowser=args.open)
+        demo = build_app(engine, read_only=args.read_only)
+        launch(demo, host, args.port, auth=auth, read_only=args.read_only, quiet=True,
+               prevent_thread_lock=True, inbrowser=args.open)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"qa chat is ready: open {demo.local_url} (Ctrl+C stops it)", flush=True)
+    mode = []
+    if auth:
+        mode.append(f"login required (user {auth[0]})")
+    if args.read_only:
+        mode.append("read-only")
+    extra = f"; {', '.join(mode)}" if mode else ""
+    print(f"qa chat is ready: open {demo.local_url} (Ctrl+C stops it{extra})", flush=True)
     demo.block_thread()
     return 0
 

@@ -1,4 +1,4 @@
-"""The `qa` command line: build, ask, status, eval, watch."""
+"""The `qa` command line: build, ask, chat, status, eval, watch."""
 
 from __future__ import annotations
 
@@ -59,25 +59,63 @@ def _marked(quote, tty: bool) -> str:
     return f"{before}[[{answer}]]{after}"
 
 
-def cmd_ask(args) -> int:
-    engine = _engine(args)
-    result = engine.answer(args.question, top_k=args.k)
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-        return 0
-    tty = sys.stdout.isatty()
+def _print_answer(result, tty: bool) -> None:
+    if result.standalone:
+        print(f"(answered as: {result.standalone})")
     if result.text is None:
         print(f"{result.message}  (probability of no answer {result.score:.2f})")
     else:
         sources = ", ".join(result.sources)
         print(f"{result.text}  (confidence {result.score:.2f}; {sources})")
     for i, q in enumerate(result.quotes, 1):
-        where = f"{q.source}, paragraph {q.paragraph}, chars {q.start}-{q.end}"
+        where = q.source + (f", {q.location}" if q.location else "")
+        where += f", paragraph {q.paragraph}, chars {q.start}-{q.end}"
         if q.answer_start is not None:
             where += f", answer at {q.answer_start}-{q.answer_end}"
         print(f"\n[{i}] {where} (relevance {q.score:.2f})")
         print("    " + _marked(q, tty).replace("\n", "\n    "))
+
+
+def cmd_ask(args) -> int:
+    engine = _engine(args)
+    result = engine.answer(args.question, top_k=args.k)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    _print_answer(result, sys.stdout.isatty())
     return 0
+
+
+def cmd_chat(args) -> int:
+    """Questions from standard input, one per line, each answered in the light of the ones
+    before; an empty line or "/new" starts a new conversation, "/quit" or end of input ends."""
+    engine = _engine(args)
+    conversation = engine.conversation(top_k=args.k)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    if tty:
+        print("Ask about the documents; follow-ups refer to the answers before them. "
+              "/new starts over, /quit ends.")
+    while True:
+        try:
+            line = input("? " if tty else "")
+        except EOFError:
+            return 0
+        question = line.strip()
+        if question in ("/quit", "/exit"):
+            return 0
+        if not question or question == "/new":
+            conversation.clear()
+            continue
+        try:
+            result = conversation.ask(question)
+        except QAError as e:  # a bad question ends nothing: say why and go on
+            print(f"qa: error: {e}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+        else:
+            _print_answer(result, tty)
+            print(flush=True)
 
 
 def cmd_status(args) -> int:
@@ -150,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=config.TOP_K, help="quotes to show")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("chat", parents=[common],
+                       help="a conversation: questions from standard input, follow-ups resolved")
+    p.add_argument("-k", type=int, default=config.TOP_K, help="quotes to show")
+    p.add_argument("--json", action="store_true", help="one JSON answer per line")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("status", parents=[common], help="what is indexed, and is it stale")
     p.add_argument("--json", action="store_true")

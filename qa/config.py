@@ -31,7 +31,8 @@ EMBED_BATCH_SIZE = 64
 # "transformers:MODEL"; see qa/reading/__init__.py.
 READER = os.environ.get("QA_READER", "trained")
 
-DOCUMENT_SUFFIXES = (".txt", ".md")
+# The formats read, each by its loader in qa/documents/loaders.py (qa.documents.SUFFIXES).
+DOCUMENT_SUFFIXES = (".txt", ".md", ".pdf", ".html", ".htm", ".docx")
 MAX_FILE_BYTES = int(os.environ.get("QA_MAX_FILE_BYTES", 20 * 1024 * 1024))
 
 # Passage splitting.
@@ -59,3 +60,7 @@ MAX_QUESTION_CHARS = 2000
 
 # Upload limit for the web app (bytes).
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# The web app's upload quota per documents folder: uploads that would take the folder past
+# this many documents, or these many bytes of documents, are refused.
+MAX_FOLDER_FILES = int(os.environ.get("QA_MAX_FOLDER_FILES", 1000))
+MAX_FOLDER_BYTES = int(os.environ.get("QA_MAX_FOLDER_BYTES", 200 * 1024 * 1024))

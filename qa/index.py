@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from . import config, store
 from .documents import (
+    SUFFIXES,
     FileState,
     Passage,
     content_hash,
+    extract,
     load_document,
-    read_text,
     scan_documents,
     split_document,
 )
@@ -75,6 +76,12 @@ class Index:
         self.passage_keys = store.load_array(vdir, "passage_keys")
         self.text_offsets = store.load_array(vdir, "text_offsets")
         self.text_bytes = store.load_array(vdir, "texts")
+        if "location_offsets.npy" in manifest.get("files", {}):
+            self.location_offsets = store.load_array(vdir, "location_offsets")
+            self.location_bytes = store.load_array(vdir, "locations")
+        else:  # an index from before locations were stored: none
+            self.location_offsets = np.zeros(len(self.passage_start) + 1, np.int64)
+            self.location_bytes = np.zeros(0, np.uint8)
         self.vectors = store.load_array(vdir, "vectors")
         self._vdir = vdir
         self._dense = None
@@ -96,6 +103,14 @@ class Index:
         a, b = self.text_offsets[i], self.text_offsets[i + 1]
         return self.text_bytes[a:b].tobytes().decode("utf-8")
 
+    def location(self, i: int) -> str:
+        a, b = self.location_offsets[i], self.location_offsets[i + 1]
+        return self.location_bytes[a:b].tobytes().decode("utf-8") if b > a else ""
+
+    @property
+    def has_locations(self) -> bool:
+        return "location_offsets.npy" in self.manifest.get("files", {})
+
     def passage(self, i: int) -> Passage:
         return Passage(
             source=self.sources[int(self.passage_source[i])],
@@ -104,6 +119,7 @@ class Index:
             text=self.text(i),
             paragraph=int(self.passage_paragraph[i]),
             title=self.titles[int(self.passage_source[i])],
+            location=self.location(i),
         )
 
     def rows(self, table: str, i: int) -> np.ndarray:
@@ -216,7 +232,7 @@ def stale_reasons(
     folder's scan when the caller has just taken it.
 
     Names, sizes and modification times are compared first; a file that only looks changed is
-    confirmed by its content hash, so touching a file does not force a rebuild.
+    confirmed by the hash of its bytes, so touching a file does not force a rebuild.
     """
     if manifest is None:
         return ["no index has been built"]
@@ -237,13 +253,25 @@ def stale_reasons(
         if meta is None:
             reasons.append(f"added: {source}")
         elif meta["size"] != state.size or meta["mtime_ns"] != state.mtime_ns:
-            try:
-                changed = content_hash(read_text(state.path)) != meta["sha256"]
-            except (OSError, UnicodeDecodeError):
-                changed = "error" not in meta
-            if changed:
+            if _changed(state, meta):
                 reasons.append(f"edited: {source}")
     return reasons
+
+
+def _changed(state: FileState, meta: dict) -> bool:
+    """Whether a file whose size or time changed holds other content than the index read."""
+    limit = config.MAX_FILE_BYTES
+    if state.size > limit:  # too big to read now: changed unless it was too big before
+        return not ("error" in meta and meta["size"] > limit)
+    try:
+        if "file_sha256" in meta:
+            return store.file_sha256(Path(state.path)) != meta["file_sha256"]
+        if "sha256" in meta:  # an index from before file hashes were stored
+            with open(state.path, "rb") as f:
+                return content_hash(extract(f.read(), state.source).text) != meta["sha256"]
+    except (OSError, QAError):
+        return "error" not in meta
+    return True
 
 
 def build(
@@ -287,6 +315,8 @@ class Columns:
     passage_paragraph: np.ndarray  # int32
     text_offsets: np.ndarray  # int64, n + 1
     text_bytes: np.ndarray  # uint8, the passages' UTF-8 texts end to end
+    location_offsets: np.ndarray  # int64, n + 1
+    location_bytes: np.ndarray  # uint8, the passages' locations ("page 3", a heading) in UTF-8
     tables: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -307,7 +337,7 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
     if not seeds_dir.is_dir():
         raise QAError(f"documents folder {seeds_dir} does not exist")
     table_names = sorted([*(annotator.tables if annotator is not None else ()), BM25_TERMS])
-    reusable = previous is not None and _can_copy_rows(
+    reusable = previous is not None and previous.has_locations and _can_copy_rows(
         previous, seeds_dir, encoder, table_names, annotator)
     old_sources = _source_rows(previous) if reusable else {}
     # The new version as runs of rows: (True, lo, hi) copies rows lo:hi of the previous
@@ -327,15 +357,17 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
             doc = load_document(seeds_dir, file.source, file.path)
         except QAError as e:
             log.warning("%s", e)
-            skipped[file.source] = {**stamp, "error": str(e)}
+            skipped[file.source] = {**stamp, **_file_hash(file), "error": str(e)}
             continue
         doc_passages = split_document(doc)
         if not doc_passages:
             error = f"{file.source}: empty document"
-            skipped[file.source] = {**stamp, "sha256": doc.sha256, "error": error}
+            skipped[file.source] = {**stamp, "sha256": doc.sha256,
+                                    "file_sha256": doc.file_sha256, "error": error}
             continue
         sources[file.source] = {
             "sha256": doc.sha256,
+            "file_sha256": doc.file_sha256,
             **stamp,
             "passages": len(doc_passages),
             "chars": len(doc.text),
@@ -344,7 +376,8 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         _add_run(runs, False, len(fresh), len(fresh) + len(doc_passages))
         fresh.extend(doc_passages)
     if not sources:
-        raise QAError(f"no readable .txt or .md documents with text in {seeds_dir}")
+        formats = ", ".join(SUFFIXES)
+        raise QAError(f"no readable documents with text ({formats}) in {seeds_dir}")
 
     source_names = sorted(sources)
     # Term ids only grow, so rows copied from the previous version keep their meaning.
@@ -374,6 +407,8 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         for name in PASSAGE_ARRAYS:
             store.save_array(vdir, name, getattr(columns, name))
         store.save_array(vdir, "texts", columns.text_bytes)
+        store.save_array(vdir, "location_offsets", columns.location_offsets)
+        store.save_array(vdir, "locations", columns.location_bytes)
         for name, (ptr, rows) in columns.tables.items():
             store.save_array(vdir, f"{name}.ptr", ptr)
             store.save_array(vdir, f"{name}.rows", rows)
@@ -390,6 +425,16 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         seconds=time.perf_counter() - t0,
     )
     return manifest, report
+
+
+def _file_hash(file: FileState) -> dict:
+    """The hash of a skipped file's bytes, when it is small enough to read."""
+    if file.size > config.MAX_FILE_BYTES:
+        return {}
+    try:
+        return {"file_sha256": store.file_sha256(Path(file.path))}
+    except OSError:
+        return {}
 
 
 def _can_copy_rows(previous: Index, seeds_dir: Path, encoder, table_names: list[str],
@@ -462,6 +507,9 @@ def _fresh_columns(
     position = {name: i for i, name in enumerate(source_names)}
     encoded = [p.text.encode("utf-8") for p in passages]
     text_offsets, text_bytes = _stack_blocks([np.frombuffer(b, dtype=np.uint8) for b in encoded])
+    location_offsets, location_bytes = _stack_blocks(
+        [np.frombuffer(p.location.encode("utf-8"), dtype=np.uint8) for p in passages]
+    )
     columns = Columns(
         # Raw bytes, (n, 16) uint8: numpy's fixed-width bytes type would drop trailing zeros.
         passage_keys=np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, 16),
@@ -472,6 +520,8 @@ def _fresh_columns(
         passage_paragraph=np.array([p.paragraph for p in passages], np.int32),
         text_offsets=text_offsets,
         text_bytes=text_bytes,
+        location_offsets=location_offsets,
+        location_bytes=location_bytes.astype(np.uint8, copy=False),
         tables={name: _stack_blocks(blocks[name]) for name in table_names},
     )
     return columns, len(todo)
@@ -502,6 +552,8 @@ def _gather(runs, previous: Index | None, fresh: Columns | None, source_names, t
         for cols, lo, hi in parts
     ]
     text_offsets, text_bytes = ragged(lambda cols: (cols.text_offsets, cols.text_bytes))
+    location_offsets, location_bytes = ragged(
+        lambda cols: (cols.location_offsets, cols.location_bytes))
     return Columns(
         passage_keys=flat("passage_keys"),
         vectors=flat("vectors"),
@@ -511,6 +563,8 @@ def _gather(runs, previous: Index | None, fresh: Columns | None, source_names, t
         passage_paragraph=flat("passage_paragraph"),
         text_offsets=text_offsets,
         text_bytes=text_bytes,
+        location_offsets=location_offsets,
+        location_bytes=location_bytes.astype(np.uint8, copy=False),
         tables={
             name: ragged(lambda cols, name=name: cols.tables[name]) for name in table_names
         },

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import config
 from . import index as index_mod
 from .documents import FileState, scan_documents
@@ -215,30 +217,78 @@ class QA:
 
     # -- answering -------------------------------------------------------------------
 
-    def answer(self, question: str, top_k: int = config.TOP_K) -> Answer:
+    def answer(self, question: str, top_k: int = config.TOP_K, history=None) -> Answer:
+        """Answer ``question`` from the documents. ``history``: the conversation so far, as
+        ``{"role": "user" | "assistant", "content": ...}`` messages (an assistant's content
+        may be an ``Answer``); a follow-up is answered as the standalone question it stands
+        for, which the answer names in ``standalone``."""
         t0 = time.perf_counter()
         question = clean_question(question)
         if not isinstance(top_k, int) or top_k < 1:
             raise QAError("top_k must be a positive whole number")
+        standalone = self.standalone_question(question, history)
+        asked = clean_question(standalone) if standalone != question else question
         idx = self.index
-        query_vector = self.encoder.encode_query(question)
+        query_vector = self.encoder.encode_query(asked)
         hits = retrieve(
-            idx, query_vector, question, k=max(top_k, self.reader.depth),
+            idx, query_vector, asked, k=max(top_k, self.reader.depth),
             keep_each=config.KEEP_EACH_RETRIEVER,
         )
-        result = self.reader.read(question, query_vector, idx, hits, top_k)
+        result = self.reader.read(asked, query_vector, idx, hits, top_k)
+        if asked != question:
+            result.question, result.standalone = question, asked
         result.seconds = time.perf_counter() - t0
         return result
+
+    def standalone_question(self, question: str, history=None) -> str:
+        """``question`` rewritten to stand alone after ``history`` (itself when it does)."""
+        from .conversation import standalone_question, turns_from_history
+
+        if not history:
+            return question
+        try:
+            turns = turns_from_history(history, self._similarity)
+        except ValueError as e:
+            raise QAError(str(e)) from None
+        return standalone_question(question, turns[-1] if turns else None, self._similarity)
+
+    def _similarity(self, phrase: str, candidates: list[str]) -> list[float]:
+        query = self.encoder.encode_query(phrase)
+        return [float(np.dot(query, self.encoder.encode_query(c))) for c in candidates]
+
+    def conversation(self, top_k: int = config.TOP_K) -> Conversation:
+        """A conversation over these documents: ``conversation().ask(...)`` remembers."""
+        return Conversation(self, top_k)
+
+
+class Conversation:
+    """The turns of one conversation: each question is answered in the light of the ones
+    before it (``qa.conversation().ask("Who ...?")``, then ``.ask("When?")``)."""
+
+    def __init__(self, engine: QA, top_k: int = config.TOP_K):
+        self.engine = engine
+        self.top_k = top_k
+        self.history: list[dict] = []
+
+    def ask(self, question: str) -> Answer:
+        result = self.engine.answer(question, top_k=self.top_k, history=self.history)
+        self.history += [{"role": "user", "content": question},
+                         {"role": "assistant", "content": result}]
+        return result
+
+    def clear(self) -> None:
+        self.history = []
 
 
 _default: QA | None = None
 _default_lock = threading.Lock()
 
 
-def answer(question: str, top_k: int = config.TOP_K) -> Answer:
-    """Answer from ./seeds with the index in ./vectorstore (both made on first use)."""
+def answer(question: str, top_k: int = config.TOP_K, history=None) -> Answer:
+    """Answer from ./seeds with the index in ./vectorstore (both made on first use);
+    ``history`` as for ``QA.answer``."""
     global _default
     with _default_lock:
         if _default is None:
             _default = QA()
-    return _default.answer(question, top_k=top_k)
+    return _default.answer(question, top_k=top_k, history=history)

@@ -16,6 +16,7 @@ class Passage:
     text: str
     paragraph: int  # 1-based position of the passage inside its document
     title: str = ""  # the document's headline, when it has one
+    location: str = ""  # where in the document, when the format says: "page 3", a heading
 
     @property
     def search_text(self) -> str:
@@ -43,6 +44,7 @@ class Quote:
     paragraph: int
     answer_start: int | None = None  # file offsets of the answer inside this passage
     answer_end: int | None = None
+    location: str = ""  # "page 3" (PDF) or the section heading, when the format has them
 
     @property
     def highlighted(self) -> tuple[str, str, str] | None:
@@ -63,6 +65,9 @@ class Answer:
     quotes: list[Quote] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # every document stating the answer
     seconds: float = 0.0
+    # In a conversation: the standalone question a follow-up was rewritten into and answered
+    # as (None when the question stood alone and was answered as asked).
+    standalone: str | None = None
 
     @property
     def message(self) -> str:

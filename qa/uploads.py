@@ -1,11 +1,15 @@
 """Adding uploaded files to the documents folder safely.
 
 Everything a browser sends is untrusted: the file name may carry a path ("../../x.txt",
-"C:\\x.txt"), a hidden or odd name, or the wrong type; the content may be too big, binary or
-not UTF-8. ``save_upload`` checks all of that, never overwrites an existing document (it
-picks ``name-2.txt`` instead and says so) and writes atomically: the bytes go to a hidden
-temporary file in the same folder (ignored by the indexer), which is then linked or renamed
-into place, so the indexer never sees half a file.
+"C:\\x.txt"), a hidden or odd name, or the wrong type; the content may be too big, or not
+readable as its type says (binary, not UTF-8, an encrypted or scanned PDF, a corrupt DOCX).
+Uploads accept exactly the types the indexer reads (``qa.documents.SUFFIXES``) and check the
+content with the indexer's own loader (``qa.documents.extract``). ``save_upload`` checks all
+of that, never overwrites an existing document (it picks ``name-2.txt`` instead and says so)
+and writes atomically: the bytes go to a hidden temporary file in the same folder (ignored by
+the indexer), which is then linked or renamed into place, so the indexer never sees half a
+file. A folder has a quota: uploads may not take it past ``config.MAX_FOLDER_FILES``
+documents or ``config.MAX_FOLDER_BYTES`` bytes of them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from pathlib import Path
 from . import config
 from .errors import QAError
 
-ALLOWED_SUFFIXES = (".txt", ".md")
 MAX_NAME_CHARS = 120
 # The whitelist: ASCII letters, digits, and . _ - ( ) and space inside a name.
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._() -]+")
@@ -35,6 +38,17 @@ _RESERVED = {
 }
 
 _save_lock = threading.Lock()  # one writer at a time inside this process
+
+
+def allowed_suffixes() -> tuple[str, ...]:
+    """The file types uploads may add: exactly those the indexer reads."""
+    from .documents import SUFFIXES
+
+    return tuple(s.lower() for s in SUFFIXES)
+
+
+def _kinds(suffixes: tuple[str, ...]) -> str:
+    return suffixes[0] if len(suffixes) == 1 else ", ".join(suffixes[:-1]) + " and " + suffixes[-1]
 
 
 class UploadError(QAError):
@@ -73,7 +87,7 @@ def safe_filename(name: str) -> str:
 
     Only the last path component is kept (both / and \\ separate), accents are folded to
     ASCII, characters outside the whitelist become "_", and the result must be a visible
-    (not dot-led) .txt or .md name of at most MAX_NAME_CHARS characters.
+    (not dot-led) name of a type the indexer reads, at most MAX_NAME_CHARS characters.
     """
     if not isinstance(name, str) or not name.strip():
         raise UploadError("the file has no name")
@@ -86,8 +100,9 @@ def safe_filename(name: str) -> str:
     if base.startswith("."):
         raise UploadError(f"{shown}: hidden file names (starting with '.') are not accepted")
     stem, dot, suffix = base.rpartition(".")
-    if not dot or "." + suffix.lower() not in ALLOWED_SUFFIXES:
-        raise UploadError(f"{shown}: only .txt and .md files can be added")
+    suffixes = allowed_suffixes()
+    if not dot or "." + suffix.lower() not in suffixes:
+        raise UploadError(f"{shown}: only {_kinds(suffixes)} files can be added")
     folded = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
     stem = _DISALLOWED.sub("_", folded).strip(" ._-")
     stem = re.sub(r"_{2,}", "_", stem)
@@ -100,8 +115,12 @@ def safe_filename(name: str) -> str:
     return stem + suffix
 
 
-def check_content(data: bytes, name: str = "the file", max_bytes: int | None = None) -> str:
-    """Decode an upload as UTF-8 text, or raise UploadError saying why it cannot be used."""
+def check_content(data: bytes, name: str, max_bytes: int | None = None) -> str:
+    """The text the indexer would read from an upload named ``name`` (by its type), or
+    UploadError saying in one line why it cannot be used: too big, or refused by the indexer's
+    loader (not UTF-8, binary, empty, encrypted, scanned, corrupt)."""
+    from .documents import extract
+
     limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     shown = _shown(name)
     if len(data) > limit:
@@ -109,17 +128,14 @@ def check_content(data: bytes, name: str = "the file", max_bytes: int | None = N
             f"{shown} is {_size(len(data))}; the upload limit is {_size(limit)} per file"
         )
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UploadError(
-            f"{shown} is not UTF-8 text (invalid byte at position {e.start}); "
-            "save it as UTF-8 and upload it again"
-        ) from None
-    if "\x00" in text:
-        raise UploadError(f"{shown} looks binary (it contains NUL bytes); only text is accepted")
-    if not text.strip():
-        raise UploadError(f"{shown} is empty")
-    return text
+        extracted = extract(data, str(name))
+    except QAError as e:
+        reason = str(e).splitlines()[0] if str(e) else f"{shown}: cannot be read"
+        reason = re.sub(r";\s*skipped\.?$", "", reason.strip())
+        raise UploadError(reason) from None
+    except Exception as e:  # noqa: BLE001 - a parser's own failure on hostile bytes
+        raise UploadError(f"{shown}: cannot be read ({type(e).__name__})") from None
+    return extracted.text
 
 
 def _size(n: int) -> str:
@@ -146,6 +162,59 @@ def read_upload(path: str | Path, name: str | None = None, max_bytes: int | None
     except OSError as e:
         raise UploadError(f"{shown} could not be read ({e.strerror or e})") from None
     return data
+
+
+def folder_usage(folder: str | Path) -> tuple[int, int]:
+    """(documents, bytes) in ``folder`` and its sub-folders, as the quota counts them: every
+    visible regular file of a type uploads may add (hidden names, symlinks and other files
+    are left out)."""
+    suffixes = tuple(s.lower() for s in allowed_suffixes())
+    files = size = 0
+    pending = [str(folder)]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file(follow_symlinks=False) and entry.name.lower().endswith(
+                    suffixes
+                ):
+                    files += 1
+                    size += entry.stat(follow_symlinks=False).st_size
+            except OSError:  # removed while we looked
+                continue
+    return files, size
+
+
+def check_quota(
+    folder: str | Path,
+    incoming: int,
+    name: str = "the file",
+    max_files: int | None = None,
+    max_bytes: int | None = None,
+) -> None:
+    """Raise UploadError (one line) when adding ``incoming`` bytes as one more document would
+    take ``folder`` past its quota (``config.MAX_FOLDER_FILES`` / ``MAX_FOLDER_BYTES``)."""
+    max_files = config.MAX_FOLDER_FILES if max_files is None else max_files
+    max_bytes = config.MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    files, size = folder_usage(folder)
+    shown = _shown(name)
+    if files + 1 > max_files:
+        raise UploadError(
+            f"{shown}: the documents folder is full ({files:,} documents, the quota is "
+            f"{max_files:,}; QA_MAX_FOLDER_FILES sets it)"
+        )
+    if size + incoming > max_bytes:
+        raise UploadError(
+            f"{shown} ({_size(incoming)}) would take the documents folder past its quota of "
+            f"{_size(max_bytes)} ({_size(size)} used; QA_MAX_FOLDER_BYTES sets it)"
+        )
 
 
 def candidate_names(name: str):
@@ -182,6 +251,7 @@ def save_upload(
                     )
             except OSError:
                 pass
+        check_quota(folder, len(data), safe)
         fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as f:

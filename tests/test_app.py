@@ -1,5 +1,6 @@
-"""The web app: reply formatting (escaping, highlight, no answer), upload safety, and the
-running app answering through gradio_client."""
+"""The web app: reply formatting (escaping, highlight, no answer, citations), the conversation
+passed on as plain text, upload safety and quotas, and the running app answering through
+gradio_client."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from qa import Answer, Quote, config
 from qa.uploads import (
     MAX_NAME_CHARS,
     UploadError,
+    allowed_suffixes,
     check_content,
+    check_quota,
+    folder_usage,
     read_upload,
     safe_filename,
     save_upload,
@@ -38,6 +42,7 @@ REPLY_TAGS = {
     "blockquote",
     "mark",
     "br",
+    "button",
 }
 HOSTILE = (
     "Intro <script>window.__pwned=1</script> and <b>bold</b> and <img src=x onerror=alert(1)> "
@@ -75,9 +80,10 @@ def text_nodes(fragment: str) -> str:
     return "".join(re.split(r"<[^>]*>", fragment))
 
 
-def quote(text, source="doc.txt", start=100, answer=None, score=0.9, paragraph=2):
+def quote(text, source="doc.txt", start=100, answer=None, score=0.9, paragraph=2, location=""):
     a = text.find(answer) if answer else -1
     return Quote(
+        location=location,
         source=source,
         text=text,
         start=start,
@@ -116,10 +122,64 @@ def test_reply_puts_bold_answer_first_then_sources_in_the_answers_order():
     assert "Some <mark>500</mark> missiles" in reply
     cite = parse(reply).text
     text = "".join(cite)
-    assert "paragraph 1 · chars 0–51 · relevance 0.97" in text
-    assert "paragraph 3 · chars 611–636 · relevance 0.61" in text
+    assert "a.txt, paragraph 1, chars 0–51 · relevance 0.97" in text
+    assert "b.txt, paragraph 3, chars 611–636 · relevance 0.61" in text
     assert "confidence 93%" in text
     assert {t for t, _ in parse(reply).tags} <= REPLY_TAGS
+
+
+def test_each_quote_has_a_plain_text_citation_to_copy():
+    located = quote("It opened in 1987.", "obs.pdf", 40, "1987", paragraph=4, location="page 3")
+    plain = quote("Nothing here.", "notes.md", 0, paragraph=1)
+    reply = app.format_reply(Answer("q", "1987", 0.8, [located, plain], ["obs.pdf"]))
+    assert app.citation(located) == "obs.pdf, paragraph 4, chars 40–58, page 3"
+    assert app.citation(plain) == "notes.md, paragraph 1, chars 0–13"
+    # The citation span's text is exactly the plain citation (what selecting it copies).
+    spans = re.findall(r'<span class="qa-citation">(.*?)</span> · relevance', reply)
+    assert [html.unescape(re.sub(r"<[^>]+>", "", s)) for s in spans] == [
+        app.citation(located),
+        app.citation(plain),
+    ]
+    assert f'<button type="button" class="qa-copy">{app.COPY_LABEL}</button>' in reply
+    # A location is document text too: escaped, and on one line.
+    odd = quote("x", "a.html", 0, location="<b>Intro</b>\n *one*")
+    cited = app.format_quote(odd)
+    assert "<b>" not in cited and "&lt;b&gt;Intro&lt;/b&gt; &#42;one&#42;" in cited
+
+
+def test_reply_says_what_a_follow_up_was_answered_as():
+    q = quote("The tunnel opens in 2031.", answer="2031")
+    reply = app.format_reply(
+        Answer("When?", "2031", 0.8, [q], ["doc.txt"], standalone="When does the <tunnel> open?")
+    )
+    assert '<p class="qa-standalone">Answered as: When does the &lt;tunnel&gt; open?</p>' in reply
+    assert reply.index("qa-standalone") < reply.index("qa-answer")
+    assert "qa-standalone" not in app.format_reply(Answer("q", "2031", 0.8, [q], ["doc.txt"]))
+
+
+def test_the_conversation_goes_on_as_plain_text():
+    first = Answer("How many <b>arches</b>?", "7 *arches*", 0.8, [quote("It has 7 *arches*.")], [])
+    declined = Answer("Who?", None, 0.9, [quote("Nothing.")], [])
+    history = [
+        {"role": "user", "content": app.format_question("How many <b>arches</b>?")},
+        {"role": "assistant", "content": app.format_reply(first)},
+        {"role": "user", "content": [{"type": "text", "text": app.format_question("Empty")}]},
+        {"role": "assistant", "content": app.format_error("the question is empty")},
+        {"role": "user", "content": app.format_question("Who built\nit?")},
+        {"role": "assistant", "content": [{"type": "text", "text": app.format_reply(declined)}]},
+        {"role": "user", "content": app.format_question("Pending?")},
+        {"role": "assistant", "content": app.format_searching()},
+        {"role": "system", "content": "ignored"},
+        "not a message",
+    ]
+    assert app.plain_history(history) == [
+        {"role": "user", "content": "How many <b>arches</b>?"},
+        {"role": "assistant", "content": "7 *arches*"},
+        {"role": "user", "content": "Who built\nit?"},
+        {"role": "assistant", "content": declined.message},
+    ]
+    assert app.plain_history(history, limit=2) == app.plain_history(history)[-2:]
+    assert app.plain_history(None) == [] and app.plain_history([]) == []
 
 
 def test_reply_shows_document_markup_and_markdown_literally():
@@ -186,7 +246,7 @@ def test_status_panel_lists_counts_staleness_and_escapes_names():
         "documents": 2,
         "passages": 9,
         "sources": {"a.txt": 4, "<i>b</i>.md": 5},
-        "skipped": {"c.txt": "c.txt: not UTF-8"},
+        "skipped": {"c.txt": "c.txt: not UTF-8", "scan.pdf": "no text layer (scanned?)"},
         "stale": ["added: new_<x>.txt", "removed: a.txt"],
         "seeds_dir": "/d",
         "index_dir": "/i",
@@ -197,7 +257,11 @@ def test_status_panel_lists_counts_staleness_and_escapes_names():
     assert "2026-11-23 01:55" in text
     assert "changed since" in text and "added: new_<x>.txt" in text and "removed: a.txt" in text
     assert "<i>" not in out and "&lt;i&gt;b&lt;/i&gt;.md" in out.replace("&#95;", "_")
-    assert "not UTF-8" in text
+    assert "Skipped 2 file(s)" in text
+    assert "c.txt: not UTF-8" in text and "c.txt: c.txt" not in text
+    assert "scan.pdf: no text layer (scanned?)" in text  # named even when the reason is not
+    assert "rebuild now" in text
+    assert "rebuild now" not in "".join(parse(app.format_status(status, read_only=True)).text)
     fresh = app.format_status({**status, "stale": []})
     assert "Up to date" in fresh
 
@@ -222,10 +286,12 @@ def test_cli_flags_and_environment(monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     app.launch(FakeDemo())
     assert (seen["server_name"], seen["server_port"]) == ("127.0.0.1", 7860)  # loopback
+    assert seen["auth"] is None and "<script>" in seen["head"]
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
-    app.launch(FakeDemo())
+    app.launch(FakeDemo(), auth=("u", "p"))  # beyond loopback only with a login
     assert (seen["server_name"], seen["server_port"]) == ("0.0.0.0", 7999)
+    assert seen["auth"] == [("u", "p")]
     app.launch(FakeDemo(), "127.0.0.2", 8001)  # flags win over the environment
     assert (seen["server_name"], seen["server_port"]) == ("127.0.0.2", 8001)
     assert seen["share"] is False
@@ -247,6 +313,10 @@ def test_cli_flags_and_environment(monkeypatch):
         ("报告.txt", "upload.txt"),
         ("CON.txt", "CON_.txt"),
         ("x" * 300 + ".txt", "x" * (MAX_NAME_CHARS - 4) + ".txt"),
+        ("Report.PDF", "Report.pdf"),
+        ("page.HTM", "page.htm"),
+        ("../memo.docx", "memo.docx"),
+        ("site.html", "site.html"),
     ],
 )
 def test_safe_filename_keeps_a_plain_basename(name, expected):
@@ -262,9 +332,10 @@ def test_safe_filename_keeps_a_plain_basename(name, expected):
         ("evil/..", "not a file name"),
         ("", "no name"),
         ("   ", "no name"),
-        ("report.pdf", "only .txt and .md"),
-        ("archive.txt.gz", "only .txt and .md"),
-        ("README", "only .txt and .md"),
+        ("report.exe", "only .txt, .md, "),
+        ("archive.txt.gz", "only .txt, .md, "),
+        ("README", "only .txt, .md, "),
+        ("old.doc", "only .txt, .md, "),
         ("a\x00b.txt", "NUL"),
     ],
 )
@@ -278,7 +349,9 @@ def test_safe_filename_refuses_unsafe_names(name, reason):
 @given(
     st.text(max_size=80)
     | st.builds(
-        lambda a, b: a + b, st.text(max_size=40), st.sampled_from([".txt", ".md", ".TXT", "/.md"])
+        lambda a, b: a + b,
+        st.text(max_size=40),
+        st.sampled_from([".txt", ".md", ".TXT", "/.md", ".pdf", ".Docx", ".htm"]),
     )
 )
 def test_safe_filename_never_escapes_the_folder(name):
@@ -286,23 +359,89 @@ def test_safe_filename_never_escapes_the_folder(name):
         safe = safe_filename(name)
     except UploadError:
         return
-    assert re.fullmatch(r"[A-Za-z0-9._() -]+\.(txt|md)", safe)
+    assert safe.endswith(allowed_suffixes()) and re.fullmatch(r"[A-Za-z0-9._() -]+", safe)
     assert not safe.startswith(".") and len(safe) <= MAX_NAME_CHARS
     folder = Path("/srv/docs")
     assert (folder / safe).resolve().parent == folder
 
 
+def test_uploads_take_exactly_what_the_indexer_reads():
+    from qa.documents import SUFFIXES
+
+    assert allowed_suffixes() == tuple(s.lower() for s in SUFFIXES)
+    assert {".txt", ".md", ".pdf", ".html", ".htm", ".docx"} <= set(allowed_suffixes())
+    for suffix in SUFFIXES:
+        assert safe_filename("doc" + suffix.upper()) == "doc" + suffix
+
+
 def test_check_content_messages():
-    assert check_content("héllo\n".encode()) == "héllo\n"
-    assert check_content(b"\xef\xbb\xbfwith BOM") == "with BOM"
+    assert check_content("héllo\n".encode(), "a.txt") == "héllo\n"
+    assert check_content(b"\xef\xbb\xbfwith BOM", "a.md") == "with BOM"
+    assert "Hi there" in check_content(b"<html><body><p>Hi there</p></body></html>", "a.html")
     with pytest.raises(UploadError, match=r"big.txt is 11 bytes; the upload limit is 10 bytes"):
         check_content(b"x" * 11, "big.txt", max_bytes=10)
-    with pytest.raises(UploadError, match=r"latin.txt is not UTF-8 text \(invalid byte at"):
-        check_content("café".encode("latin-1"), "latin.txt")
-    with pytest.raises(UploadError, match="binary"):
-        check_content(b"abc\x00def", "bin.txt")
-    with pytest.raises(UploadError, match="empty"):
-        check_content(b" \n ", "blank.txt")
+    refused = [
+        ("café".encode("latin-1"), "latin.txt", r"latin.txt: not UTF-8 text \(byte 3\)$"),
+        (b"abc\x00def", "bin.txt", "bin.txt: looks binary"),
+        (b" \n ", "blank.txt", "blank.txt: empty"),
+        (b"%PDF-1.4 not really", "fake.pdf", "fake.pdf: not a readable PDF"),
+        (b"PK\x03\x04 not a zip", "fake.docx", "fake.docx: not a readable"),
+    ]
+    for data, name, message in refused:
+        with pytest.raises(UploadError, match=message) as e:
+            check_content(data, name)
+        assert "\n" not in str(e.value) and "skipped" not in str(e.value)
+
+
+def test_a_refused_upload_writes_nothing(tmp_path):
+    for data, name in [(b"%PDF-1.4 junk", "x.pdf"), (b"\xff\xfe", "x.txt"), (b"", "x.md")]:
+        with pytest.raises(UploadError):
+            save_upload(data, name, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_uploads_keep_to_the_folders_quota(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_bytes(b"x" * 40)
+    (tmp_path / "sub" / "b.md").write_bytes(b"y" * 30)
+    (tmp_path / ".examples.txt").write_bytes(b"z" * 500)  # hidden: not counted
+    (tmp_path / "image.png").write_bytes(b"z" * 500)  # not a document: not counted
+    assert folder_usage(tmp_path) == (2, 70)
+
+    monkeypatch.setattr(config, "MAX_FOLDER_FILES", 3)
+    monkeypatch.setattr(config, "MAX_FOLDER_BYTES", 100)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(UploadError, match=r"would take the documents folder past its quota of "
+                                          r"100 bytes \(70 bytes used; QA_MAX_FOLDER_BYTES"):
+        save_upload(b"w" * 31, "c.txt", tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+    assert save_upload(b"w" * 30, "c.txt", tmp_path).name == "c.txt"  # exactly at the quota
+    monkeypatch.setattr(config, "MAX_FOLDER_BYTES", 10_000)
+    with pytest.raises(UploadError, match=r"d.txt: the documents folder is full \(3 documents, "
+                                          r"the quota is 3; QA_MAX_FOLDER_FILES") as e:
+        save_upload(b"new\n", "d.txt", tmp_path)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "d.txt").exists()
+    # An upload identical to a document already there adds nothing, so the quota allows it.
+    assert save_upload(b"w" * 30, "c.txt", tmp_path).duplicate
+    check_quota(tmp_path, 10, "e.txt", max_files=4)  # explicit limits win over the config
+    with pytest.raises(UploadError, match="quota"):
+        check_quota(tmp_path, 10, "e.txt", max_files=4, max_bytes=100)
+
+
+def test_quota_defaults_come_from_the_environment():
+    import subprocess
+    import sys
+
+    code = "from qa import config; print(config.MAX_FOLDER_FILES, config.MAX_FOLDER_BYTES)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QA_MAX_FOLDER")}
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, check=True).stdout.split()
+
+    assert run() == ["1000", str(200 * 1024 * 1024)]
+    assert run(QA_MAX_FOLDER_FILES="7", QA_MAX_FOLDER_BYTES="1234") == ["7", "1234"]
 
 
 def test_size_limit_comes_from_config(tmp_path, monkeypatch):
@@ -394,12 +533,42 @@ def test_app_answers_with_the_source(client):
     assert "documents" in status
 
 
+def test_app_shows_the_question_and_a_searching_reply_first(client):
+    job = client.submit(INTERCEPTORS, [], api_name="/ask")
+    _, final, _ = job.result(timeout=120)
+    outputs = job.outputs()
+    assert len(outputs) >= 2
+    _, first, _ = outputs[0]
+    assert [m["role"] for m in first] == ["user", "assistant"]
+    assert INTERCEPTORS in html.unescape(_reply(first[:1]))
+    assert _reply(first) == app.format_searching()
+    assert "Searching the documents" in html.unescape(_reply(first))
+    assert "500" in html.unescape(_reply(final)) and "qa-searching" not in _reply(final)
+
+
 def test_app_keeps_the_conversation(client):
     _, history, _ = client.predict(INTERCEPTORS, [], api_name="/ask")
     _, history, _ = client.predict(
         "Who is Ukraine's new Defence Minister?", history, api_name="/ask"
     )
     assert [m["role"] for m in history] == ["user", "assistant"] * 2
+
+
+def test_a_follow_up_is_answered_as_the_engine_answers_it(client, seed_engine):
+    _, history, _ = client.predict(INTERCEPTORS, [], api_name="/ask")
+    follow_up = "When will they arrive?"
+    _, history, _ = client.predict(follow_up, history, api_name="/ask")
+    direct = seed_engine.answer(follow_up, history=[
+        {"role": "user", "content": INTERCEPTORS},
+        {"role": "assistant", "content": seed_engine.answer(INTERCEPTORS).text},
+    ])
+    reply = html.unescape(_reply(history))
+    if direct.standalone:
+        assert f"Answered as: {direct.standalone}</p>" in reply
+    else:
+        assert "Answered as" not in reply
+    if direct.text:
+        assert f"<strong>{direct.text}</strong>" in reply
 
 
 @pytest.mark.parametrize(
@@ -414,6 +583,51 @@ def test_app_shows_bad_input_as_one_line(client, question, message):
     reply = _reply(history)
     assert message in html.unescape(reply)
     assert reply.startswith('<p class="qa-error">') and "Traceback" not in reply
+
+
+class StubEngine:
+    """Just enough of QA for the app: records what each question was asked with."""
+
+    def __init__(self, folder: Path):
+        self.seeds_dir = folder
+        self.calls: list[tuple[str, list | None]] = []
+
+    def answer(self, question, top_k=config.TOP_K, history=None):
+        self.calls.append((question, history))
+        q = quote("The ferry takes 43 minutes.", "ferry.pdf", 0, "43 minutes", location="page 2")
+        return Answer(question, "43 minutes", 0.9, [q], ["ferry.pdf"],
+                      standalone="How long does the ferry take?" if history else None)
+
+    def status(self):
+        return {"documents": 1, "passages": 1, "sources": {"ferry.pdf": 1}, "skipped": {},
+                "stale": [], "seeds_dir": str(self.seeds_dir), "built": None}
+
+
+@pytest.fixture
+def stub_app(tmp_path):
+    from gradio_client import Client
+
+    from .conftest import serve_app
+
+    engine = StubEngine(tmp_path)
+    demo, url = serve_app(engine)
+    yield engine, Client(url, verbose=False, download_files=False)
+    demo.close()
+
+
+def test_app_passes_the_earlier_turns_as_plain_text(stub_app):
+    engine, c = stub_app
+    first = "How long does the <b>ferry</b> take?"
+    _, history, _ = c.predict(first, [], api_name="/ask")
+    assert engine.calls[-1] == (first, [])
+    _, history, _ = c.predict("And at night?", history, api_name="/ask")
+    assert engine.calls[-1] == ("And at night?", [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": "43 minutes"},
+    ])
+    reply = _reply(history)
+    assert "Answered as: How long does the ferry take?" in html.unescape(reply)
+    assert "ferry.pdf, paragraph 2, chars 0–27, page 2" in html.unescape(re.sub("<[^>]+>", "", reply))
 
 
 def test_app_upload_adds_a_document_and_reindexes(scratch_app_url, tmp_path):
@@ -435,6 +649,32 @@ def test_app_upload_adds_a_document_and_reindexes(scratch_app_url, tmp_path):
     doc.write_text("The Kelpie ferry was repainted green in 2019.\n")
     _, _, notice = c.predict([handle_file(str(doc))], api_name="/upload")
     assert "saved as kelpie_ferry-2.txt" in html.unescape(notice)
+
+
+def test_app_upload_reads_other_formats_and_refuses_unreadable_ones(scratch_app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    c = Client(scratch_app_url, verbose=False, download_files=False)
+    page = tmp_path / "orrin_lighthouse.html"
+    page.write_text(
+        "<html><head><title>Orrin</title><script>var x = 1;</script></head><body>"
+        "<h2>Keepers</h2><p>The Orrin lighthouse was kept by Mara Vell from 1911.</p>"
+        "</body></html>\n"
+    )
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 this is not a PDF")
+    _, status, notice = c.predict(
+        [handle_file(str(page)), handle_file(str(broken))], api_name="/upload"
+    )
+    notice = html.unescape(notice)
+    assert "Added orrin_lighthouse.html" in notice and "Indexed" in notice
+    assert "Not added: broken.pdf: not a readable PDF" in notice
+    assert "broken.pdf" not in html.unescape(status)
+    _, history, _ = c.predict("Who kept the Orrin lighthouse?", [], api_name="/ask")
+    text = html.unescape(re.sub("<[^>]+>", "", _reply(history)))
+    assert "Mara Vell" in text and "var x" not in text
+    # The citation names the section the quote sits in (the HTML heading).
+    assert re.search(r"orrin_lighthouse\.html, paragraph \d+, chars \d+–\d+, Keepers · ", text)
 
 
 def test_app_answers_several_users_at_once(app_url):
@@ -484,8 +724,8 @@ def test_every_interface_gives_the_same_quotes_in_the_same_order(
     _, history, _ = client.predict(question, [], api_name="/ask")
     reply = html.unescape(_reply(history))
     chat = [(s, int(a), int(b), rel) for s, a, b, rel in re.findall(
-        r'<span class="qa-source">([^<]+)</span> · paragraph \d+ · chars (\d+)–(\d+) · '
-        r"relevance ([\d.]+)", reply)]
+        r'<span class="qa-source">([^<]+)</span>, paragraph \d+, chars (\d+)–(\d+)[^<]*</span>'
+        r" · relevance ([\d.]+)", reply)]
     assert python == cli == chat and python
     if r.text is None:
         assert f"no answer {round(r.score * 100)}%" in reply

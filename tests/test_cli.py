@@ -115,3 +115,19 @@ def test_console_script_end_to_end(corpus):
     assert proc.returncode == 0, proc.stderr
     assert "500" in proc.stdout.splitlines()[0]
     assert "001_d68ff4131b3e9101.txt" in proc.stdout or "003_a99a2610f205991f.txt" in proc.stdout
+
+
+def test_chat_resolves_follow_ups_and_survives_bad_lines(corpus, capsys, monkeypatch):
+    import io
+
+    lines = ["Who is sending interceptors for the Patriot system to Ukraine?", "How many?",
+             "x" * 5000, "/new", "How many?", "/quit", "never asked"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", "--json", *run(corpus)]) == 0
+    out = capsys.readouterr()
+    answers = [json.loads(line) for line in out.out.splitlines() if line.strip()]
+    assert len(answers) == 3  # the over-long line is refused, "/quit" ends before the last
+    follow, restarted = answers[1], answers[2]
+    assert follow["standalone"] and "500" in (follow["text"] or "")
+    assert restarted["standalone"] is None  # "/new" forgot the conversation
+    assert out.err.count("qa: error:") == 1 and "5,000 characters" in out.err

@@ -56,6 +56,14 @@ def test_headline_joins_the_paragraph_after_it_and_trailing_furniture_the_one_be
     assert not any(is_fragment(text[a:b]) for a, b in spans)
 
 
+def test_fragments_before_a_section_break_join_the_paragraph_before_them():
+    text = f"{BODY}\n\nPage 1\n\nChapter Two\n\n{BODY}"
+    chapter = text.index("Chapter Two")
+    assert [text[a:b] for a, b in split_spans(text)] == [BODY, f"Page 1\n\nChapter Two\n\n{BODY}"]
+    assert [text[a:b] for a, b in split_spans(text, breaks=[0, chapter])] == [
+        f"{BODY}\n\nPage 1", f"Chapter Two\n\n{BODY}"]
+
+
 def test_fragments_only_document_is_one_passage():
     text = "Read also:\n\nMore news\n"
     assert [text[a:b] for a, b in split_spans(text)] == ["Read also:\n\nMore news"]
@@ -145,7 +153,8 @@ def test_document_discovery(tmp_path):
     (root / "a" / "b" / "c").mkdir(parents=True)
     (root / "a" / "b" / "c" / "deep.md").write_text(BODY)
     (root / "top.txt").write_text(BODY)
-    (root / "notes.pdf").write_text(BODY)
+    (root / "notes.rtf").write_text(BODY)
+    (root / "Report.PDF").write_bytes(b"%PDF-1.4")
     (root / ".hidden.txt").write_text(BODY)
     (root / "draft.txt~").write_text(BODY)
     (root / "#autosave.txt#").write_text(BODY)
@@ -160,6 +169,7 @@ def test_document_discovery(tmp_path):
     (root / "folder.txt" / "inner.txt").write_text(BODY)
     found = scan_documents(root)
     assert [doc.source for doc in found] == [
+        "Report.PDF",
         "a/b/c/deep.md",
         "folder.txt/inner.txt",
         "link_in.txt",

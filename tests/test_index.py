@@ -414,3 +414,47 @@ def test_updates_keep_the_ivf_cells_until_the_size_changes_twofold(tmp_path, mon
     _, got = updated.search(queries, 10)
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)]) >= 0.95
+
+
+def test_an_index_from_before_locations_and_file_hashes_loads_and_updates(make_engine):
+    """Indexes written before passages had locations and sources had file hashes still load
+    (locations ""), are checked by text hash, and the next update adds what they lack."""
+    engine = make_engine({"a.md": "# Harbour\n\n" + DOC_A.split("\n\n", 1)[1], "b.txt": DOC_B})
+    engine.refresh()
+    index_dir, folder = engine.index_dir, engine.seeds_dir
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    vdir = index_dir / manifest["version_dir"]
+    for name in ("location_offsets.npy", "locations.npy"):
+        (vdir / name).unlink()
+        del manifest["files"][name]
+    for meta in manifest["sources"].values():
+        del meta["file_sha256"]
+    store.write_json_atomic(index_dir / "manifest.json", manifest)
+    old = index_mod.load(index_dir)
+    assert len(old) == 3 and {old.passage(i).location for i in range(len(old))} == {""}
+
+    later = time.time_ns() + 10**9
+    os.utime(folder / "a.md", ns=(later, later))
+    assert index_mod.stale_reasons(folder, old.manifest, engine.encoder.model_id) == []
+    (folder / "b.txt").write_text(DOC_B.replace("1871", "1872"))
+    assert index_mod.stale_reasons(folder, old.manifest, engine.encoder.model_id) == [
+        "edited: b.txt"]
+
+    _, report = index_mod.build(folder, index_dir, engine.encoder, previous=old)
+    assert report.embedded == 1 and report.reused == 2  # every file re-read, one re-embedded
+    new = index_mod.load(index_dir)
+    located = [(new.passage(i).source, new.passage(i).location) for i in range(len(new))]
+    assert located == [("a.md", "Harbour"), ("a.md", "Harbour"), ("b.txt", "")]
+    assert all("file_sha256" in meta for meta in new.manifest["sources"].values())
+
+
+def test_touching_a_skipped_file_keeps_the_index_fresh(make_engine):
+    engine = make_engine({"a.txt": DOC_A, "bin.txt": b"\x00\x01binary", "bad.pdf": b"%PDF-1.4 x"})
+    engine.refresh()
+    assert set(engine.status()["skipped"]) == {"bin.txt", "bad.pdf"}
+    later = time.time_ns() + 10**9
+    for name in ("bin.txt", "bad.pdf"):
+        os.utime(engine.seeds_dir / name, ns=(later, later))
+    assert engine.stale_reasons() == []
+    (engine.seeds_dir / "bin.txt").write_text("The ferry leaves at 9 am.")
+    assert engine.stale_reasons() == ["edited: bin.txt"]

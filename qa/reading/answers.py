@@ -39,7 +39,7 @@ def quotes_for(index, hits: list[Hit], spans: list[tuple[int, int, int]], top_k:
         seen.add(pid)
         p = index.passage(pid)
         quotes.append(Quote(p.source, p.text, p.start, p.end, round(score_of.get(pid, 0.0), 4),
-                            p.paragraph, p.start + a, p.start + b))
+                            p.paragraph, p.start + a, p.start + b, location=p.location))
     for h in sorted(hits, key=lambda h: -h.score):
         if len(quotes) >= top_k:
             break
@@ -47,5 +47,6 @@ def quotes_for(index, hits: list[Hit], spans: list[tuple[int, int, int]], top_k:
             continue
         seen.add(h.passage_id)
         p = index.passage(h.passage_id)
-        quotes.append(Quote(p.source, p.text, p.start, p.end, round(h.score, 4), p.paragraph))
+        quotes.append(Quote(p.source, p.text, p.start, p.end, round(h.score, 4), p.paragraph,
+                            location=p.location))
     return quotes[: max(top_k, 1)]

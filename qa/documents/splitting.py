@@ -1,117 +1,17 @@
-"""Finding documents on disk and splitting them into passages with exact character offsets.
-
-Offsets index the file's text as stored: decoded as UTF-8, a leading BOM dropped, and no
-newline translation (``open(path, encoding="utf-8-sig", newline="").read()``).
-"""
+"""Splitting extracted document text into passages with exact character offsets."""
 
 from __future__ import annotations
 
-import hashlib
-import os
+import bisect
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
-from . import config
-from .errors import QAError
-from .types import Passage
-
-
-@dataclass(frozen=True)
-class Document:
-    source: str  # path relative to the documents folder, with forward slashes
-    text: str
-    sha256: str
-
-
-@dataclass(slots=True)  # not frozen: that makes creating one 4x slower (10,000s per scan)
-class FileState:
-    """A document found on disk, with what the cheap freshness check compares: its name, size
-    and modification time."""
-
-    source: str  # path relative to the documents folder, with forward slashes
-    path: str
-    size: int
-    mtime_ns: int
-
-
-def read_text(path: Path) -> str:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        return f.read()
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _is_ignored(name: str) -> bool:
-    return (
-        name.startswith(".")
-        or name.startswith("~$")
-        or name.endswith("~")
-        or (name.startswith("#") and name.endswith("#"))
-    )
-
-
-def scan_documents(root: Path) -> list[FileState]:
-    """Every document under ``root``, sorted by source id.
-
-    Hidden and editor temp files are ignored; symbolic links are followed only while they
-    point inside ``root``. Plain strings and ``os.scandir`` entries, not ``Path`` objects:
-    this runs before every answer on folders of 10,000s of files.
-    """
-    root = Path(root)
-    real_root = root.resolve()
-    found: list[FileState] = []
-    pending = [("", str(root))]
-    while pending:
-        prefix, folder = pending.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            name = entry.name
-            if _is_ignored(name):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((f"{prefix}{name}/", entry.path))
-            elif name.lower().endswith(config.DOCUMENT_SUFFIXES) and entry.is_file():
-                if entry.is_symlink():
-                    target = Path(entry.path).resolve()
-                    if not target.is_relative_to(real_root) or not target.is_file():
-                        continue
-                try:
-                    st = entry.stat()
-                except OSError:  # removed while we looked
-                    continue
-                found.append(FileState(prefix + name, entry.path, st.st_size, st.st_mtime_ns))
-    found.sort(key=lambda f: f.source)
-    return found
-
-
-def load_document(root: Path, source: str, path: str | Path) -> Document:
-    """Read one document. Raises QAError with a one-line reason when it cannot be used."""
-    try:
-        size = os.stat(path).st_size
-        if size > config.MAX_FILE_BYTES:
-            raise QAError(
-                f"{source}: {size / 1e6:.1f} MB is over the {config.MAX_FILE_BYTES / 1e6:.0f} MB "
-                "limit per document (set QA_MAX_FILE_BYTES to raise it)"
-            )
-        text = read_text(path)
-    except UnicodeDecodeError as e:
-        raise QAError(f"{source}: not UTF-8 text (byte {e.start}); skipped") from None
-    except OSError as e:  # unreadable, or removed since the folder was scanned
-        raise QAError(f"{source}: cannot be read ({e.strerror or e}); skipped") from None
-    if "\x00" in text:
-        raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
-    return Document(source, text, content_hash(text))
-
+from .. import config
+from ..types import Passage
+from .loaders import Document
 
 _BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[ \t\f\v]*(?:\r\n|\r|\n)\s*")
 _LINE_BREAK = re.compile(r"(?:\r\n|\r|\n)\s*")
-# A sentence ends at . ! ? (optionally followed by closing quotes or brackets) before whitespace.
 # A sentence ends at . ! ? (then closing quotes or brackets) before whitespace and a capital,
 # digit or opening quote; or at a line break.
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s+[\"'“‘(\[]?[A-Z0-9])|(?=\r\n|\r|\n)")
@@ -195,31 +95,54 @@ def _windows(text: str, start: int, end: int, max_chars: int) -> list[tuple[int,
     return windows
 
 
-def split_spans(text: str, max_chars: int = config.MAX_PASSAGE_CHARS) -> list[tuple[int, int]]:
+def split_spans(
+    text: str, max_chars: int = config.MAX_PASSAGE_CHARS, breaks: Sequence[int] = ()
+) -> list[tuple[int, int]]:
     """Passage spans of a document.
 
     Fragments are merged into the paragraph that follows them (a headline introduces what
-    comes next); fragments at the end of a document join the paragraph before them.
+    comes next); fragments at the end of a document join the paragraph before them, and so do
+    fragments before a break: ``breaks`` are the sorted offsets where sections start (a PDF
+    page, a heading), so a page's footer stays on its page.
     """
-    merged: list[tuple[int, int]] = []
+    return [(a, b) for a, b, _ in _passage_spans(text, max_chars, breaks)]
+
+
+def _passage_spans(
+    text: str, max_chars: int, breaks: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """(start, end, body) of each passage: ``body`` is where its text proper begins, after
+    the headings and other fragments that lead it."""
+    merged: list[tuple[int, int, int]] = []
     pending: int | None = None  # start of a run of fragments waiting for a paragraph
+    pending_end = 0
     for a, b in _blocks(text):
+        if pending is not None and merged and _break_between(breaks, pending, a):
+            merged[-1] = (merged[-1][0], pending_end, merged[-1][2])
+            pending = None
         if is_fragment(text[a:b]):
             if pending is None:
                 pending = a
+            pending_end = b
             continue
-        if pending is not None:
-            a, pending = pending, None
-        merged.append((a, b))
+        merged.append((a if pending is None else pending, b, a))
+        pending = None
     if pending is not None:
         if merged:
-            merged[-1] = (merged[-1][0], len(text.rstrip()))
+            merged[-1] = (merged[-1][0], len(text.rstrip()), merged[-1][2])
         else:
-            merged.append((pending, len(text.rstrip())))
+            merged.append((pending, len(text.rstrip()), pending))
     spans = []
-    for a, b in merged:
-        spans.extend(_windows(text, a, b, max_chars))
+    for a, b, body in merged:
+        for start, end in _windows(text, a, b, max_chars):
+            spans.append((start, end, body if start < body < end else start))
     return spans
+
+
+def _break_between(breaks: Sequence[int], lo: int, hi: int) -> bool:
+    """Whether a break lies in (lo, hi]."""
+    i = bisect.bisect_right(breaks, lo)
+    return i < len(breaks) and breaks[i] <= hi
 
 
 def document_title(text: str, max_chars: int = 300) -> str:
@@ -233,9 +156,18 @@ def document_title(text: str, max_chars: int = 300) -> str:
     return " ".join(" ".join(parts).split())[:max_chars]
 
 
+def location_at(sections: Sequence[tuple[int, str]], offset: int) -> str:
+    """The label of the last section starting at or before ``offset`` ("" before the first)."""
+    i = bisect.bisect_right(sections, offset, key=lambda s: s[0])
+    return sections[i - 1][1] if i else ""
+
+
 def split_document(doc: Document, max_chars: int = config.MAX_PASSAGE_CHARS) -> list[Passage]:
+    """The passages of a document, each located by the last section starting at or before
+    its text proper (a passage led by a title and a heading is located by the heading)."""
     title = document_title(doc.text)
+    breaks = [offset for offset, _ in doc.sections]
     return [
-        Passage(doc.source, a, b, doc.text[a:b], i + 1, title)
-        for i, (a, b) in enumerate(split_spans(doc.text, max_chars))
+        Passage(doc.source, a, b, doc.text[a:b], i + 1, title, location_at(doc.sections, body))
+        for i, (a, b, body) in enumerate(_passage_spans(doc.text, max_chars, breaks))
     ]

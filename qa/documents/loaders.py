@@ -1,0 +1,478 @@
+"""Reading documents: one loader per suffix, each turning a file's bytes into plain text and
+its sections. Offsets everywhere index this extracted text.
+
+- ``.txt``, ``.md``: the file decoded as UTF-8, a leading BOM dropped, newlines untouched.
+- ``.html``, ``.htm``: block elements as paragraphs separated by blank lines, inline whitespace
+  collapsed; scripts, styles, navigation, page header, footer and asides dropped.
+- ``.docx``: paragraphs and table cells separated by blank lines.
+- ``.pdf``: each page's text (pypdf), wrapped lines rejoined, pages separated by blank lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config
+from ..errors import QAError
+
+LABEL_MAX_CHARS = 80
+Sections = tuple[tuple[int, str], ...]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    text: str
+    # (offset into text, label) in increasing offset order: "page N" for PDF, the heading text
+    # for HTML, DOCX and Markdown; none for plain text.
+    sections: Sections = ()
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str  # path relative to the documents folder, with forward slashes
+    text: str  # the extracted text
+    sha256: str  # of the extracted text
+    sections: Sections = ()
+    file_sha256: str = ""  # of the file's bytes, what the freshness check compares
+
+
+def read_text(path: str | Path) -> str:
+    """A text file as stored: UTF-8, a leading BOM dropped, no newline translation."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return f.read()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _label(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= LABEL_MAX_CHARS else text[: LABEL_MAX_CHARS - 1].rstrip() + "…"
+
+
+def _reason(e: BaseException) -> str:
+    """A parser's exception as a short phrase for a one-line message."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= 100 else text[:99] + "…"
+
+
+def _join(blocks: Iterable[tuple[str, bool]]) -> Extracted:
+    """Blocks (text, is_heading) as paragraphs separated by blank lines; headings as sections."""
+    parts: list[str] = []
+    sections: list[tuple[int, str]] = []
+    offset = 0
+    for text, heading in blocks:
+        if parts:
+            offset += 2
+        if heading:
+            sections.append((offset, _label(text)))
+        parts.append(text)
+        offset += len(text)
+    return Extracted("\n\n".join(parts), tuple(sections))
+
+
+# -- text and Markdown ------------------------------------------------------------------------
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise QAError(f"{source}: not UTF-8 text (byte {e.start}); skipped") from None
+    if "\x00" in text:
+        raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
+    return text
+
+
+def _plain(data: bytes, source: str) -> Extracted:
+    return Extracted(_decode(data, source))
+
+
+_MD_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+_MD_ATX = re.compile(r" {0,3}#{1,6}(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*")
+_MD_SETEXT = re.compile(r" {0,3}(?:=+|-+)[ \t]*")
+
+
+def markdown_sections(text: str) -> Sections:
+    """ATX ("# Title") and setext (underlined) headings outside fenced code blocks."""
+    sections = []
+    fence = None
+    offset = 0
+    first: tuple[int, str] = (0, "")  # the current paragraph's first line
+    lines_in_paragraph = 0
+    for raw in text.splitlines(keepends=True):
+        line = raw.rstrip("\r\n")
+        start, offset = offset, offset + len(raw)
+        m = _MD_FENCE.match(line)
+        if fence is not None or m:
+            if fence is None:
+                fence = m.group(1)
+            elif m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
+                fence = None
+            lines_in_paragraph = 0
+            continue
+        atx = _MD_ATX.fullmatch(line)
+        if atx or not line.strip():
+            if atx and atx.group(1) and atx.group(1).strip():
+                sections.append((start, _label(atx.group(1))))
+            lines_in_paragraph = 0
+        elif lines_in_paragraph == 1 and _MD_SETEXT.fullmatch(line):
+            sections.append((first[0], _label(first[1])))
+            lines_in_paragraph = 0
+        else:
+            if lines_in_paragraph == 0:
+                first = (start, line)
+            lines_in_paragraph += 1
+    return tuple(sections)
+
+
+def _markdown(data: bytes, source: str) -> Extracted:
+    text = _decode(data, source)
+    return Extracted(text, markdown_sections(text))
+
+
+# -- HTML -------------------------------------------------------------------------------------
+
+_HTML_DROP = frozenset(
+    "script style noscript template head svg math iframe object embed canvas button select "
+    "textarea nav aside".split()
+)
+_HTML_SECTIONING = frozenset({"article", "aside", "main", "nav", "section"})
+_HTML_DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search"})
+_HTML_HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+_HTML_BLOCKS = _HTML_HEADINGS | frozenset(
+    "address article blockquote body caption center dd details dialog dir div dl dt fieldset "
+    "figcaption figure footer form header hgroup hr html legend li main menu ol p pre section "
+    "summary table tbody td tfoot th thead tr ul".split()
+)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+# What browsers decode these declarations as (the WHATWG encoding standard).
+_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252"}
+
+
+def _decode_html(data: bytes, source: str) -> str:
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                       (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    declared = _META_CHARSET.search(data[:4096])
+    if declared:
+        try:
+            name = codecs.lookup(declared.group(1).decode("ascii")).name
+        except LookupError:
+            name = "utf-8"
+        return data.decode(_CHARSET_ALIASES.get(name, name), errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise QAError(
+            f"{source}: not UTF-8 text (byte {e.start}) and declares no charset; skipped"
+        ) from None
+
+
+def _html_dropped(el, tag: str) -> bool:
+    if tag in _HTML_DROP or el.get("hidden") is not None:
+        return True
+    if el.get("role", "").strip().lower() in _HTML_DROP_ROLES:
+        return True
+    if _HIDDEN_STYLE.search(el.get("style", "")):
+        return True
+    if tag in ("header", "footer"):  # the page's banner and footer, not an article's own
+        return not any(a.tag in _HTML_SECTIONING for a in el.iterancestors())
+    return False
+
+
+def _html_blocks(root) -> list[tuple[str, bool]]:
+    from lxml import etree
+
+    blocks: list[tuple[str, bool]] = []
+    lines: list[list[str]] = [[]]  # the current block's lines (split by <br>) of text pieces
+
+    def flush(heading: bool = False) -> None:
+        text = "\n".join(t for t in (" ".join("".join(p).split()) for p in lines) if t)
+        lines[:] = [[]]
+        if text:
+            blocks.append((text, heading))
+
+    skipped = None  # the element whose subtree was just skipped
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
+        tag = el.tag.lower() if isinstance(el.tag, str) else ""  # "": a comment
+        if event == "start":
+            if not tag:
+                continue
+            if _html_dropped(el, tag):
+                walker.skip_subtree()
+                skipped = el
+            elif tag == "pre":
+                flush()
+                text = el.text_content().strip("\r\n").rstrip()
+                if text.strip():
+                    blocks.append((text, False))
+                walker.skip_subtree()
+                skipped = el
+            elif tag == "br":
+                lines.append([])
+            else:
+                if tag in _HTML_BLOCKS:
+                    flush()
+                if el.text:
+                    lines[-1].append(el.text)
+            continue
+        if tag and el is not skipped and tag in _HTML_BLOCKS:
+            flush(heading=tag in _HTML_HEADINGS)
+        if el is skipped:
+            skipped = None
+        if el.tail:
+            lines[-1].append(el.tail)
+    flush()
+    return blocks
+
+
+def _html(data: bytes, source: str) -> Extracted:
+    from lxml import etree, html
+
+    text = _decode_html(data, source)
+    if "\x00" in text:
+        raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
+    text = _XML_DECLARATION.sub("", text, count=1)  # lxml refuses str with an encoding line
+    if not text.strip():
+        raise QAError(f"{source}: empty (no text); skipped")
+    try:
+        root = html.document_fromstring(text)
+        extracted = _join(_html_blocks(root))
+    except (etree.ParserError, ValueError) as e:
+        raise QAError(f"{source}: not readable HTML ({_reason(e)}); skipped") from None
+    if not extracted.text.strip():
+        raise QAError(f"{source}: no text outside scripts, styles and navigation; skipped")
+    return extracted
+
+
+# -- DOCX -------------------------------------------------------------------------------------
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_DOCX_HEADING = re.compile(r"Title|Heading \d")
+
+
+def _docx_blocks(container) -> Iterator[tuple[str, bool]]:
+    from docx.table import _Cell
+    from docx.text.paragraph import Paragraph
+
+    for item in container.iter_inner_content():
+        if isinstance(item, Paragraph):
+            text = item.text.strip()
+            if text:
+                style = item.style.name if item.style is not None else ""
+                yield text, bool(_DOCX_HEADING.fullmatch(style or ""))
+            continue
+        for row in item.rows:
+            for tc in row._tr.tc_lst:  # each cell once, however many grid columns it spans
+                cell = _Cell(tc, item)
+                nested = list(_docx_blocks(cell))
+                text = "\n".join(t for t, _ in nested)
+                if text:
+                    yield text, False
+
+
+def _docx(data: bytes, source: str) -> Extracted:
+    if data.startswith(_OLE_MAGIC):
+        raise QAError(
+            f"{source}: an encrypted or old-format (.doc) Word file, not a readable .docx; skipped"
+        )
+    import docx
+
+    try:
+        extracted = _join(_docx_blocks(docx.Document(io.BytesIO(data))))
+    except Exception as e:  # zipfile, lxml and python-docx each raise their own
+        raise QAError(f"{source}: not a readable .docx file ({_reason(e)}); skipped") from None
+    if not extracted.text.strip():
+        raise QAError(f"{source}: no text in the document; skipped")
+    return extracted
+
+
+# -- PDF --------------------------------------------------------------------------------------
+
+# A line shorter than this share of the page's longest line ends its paragraph (or is a
+# heading); so does a gap above the next line this many times the page's usual line spacing,
+# a change of font size by this factor, or a jump back up the page (a new column).
+PDF_FULL_LINE = 0.8
+PDF_PARAGRAPH_GAP = 1.3
+PDF_SIZE_CHANGE = 1.15
+
+Position = tuple[float, float]  # a line's baseline height on the page and its font size
+
+
+def reflow_page(text: str, positions: list[Position | None] | None = None) -> str:
+    """One page's extracted text as paragraphs separated by blank lines, wrapped lines joined.
+
+    ``positions``: for each line of ``text``, where pypdf drew it (None where unknown).
+    """
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    if positions is None or len(positions) != len(lines):
+        positions = [None] * len(lines)
+    width = max((len(line) for line in lines), default=0)
+    # The line spacing: the smallest step down between lines of one size (not sub-line jitter).
+    gaps = [
+        a[0] - b[0] for a, b in zip(positions, positions[1:])
+        if a and b and _same_size(a[1], b[1]) and a[0] - b[0] > 0.5 * a[1]
+    ]
+    usual_gap = min(gaps) if gaps else None
+    paragraphs: list[str] = []
+    current = ""
+    for i, line in enumerate(lines):
+        if line:
+            if not current:
+                current = line
+            elif current.endswith("-") and current[-2:-1].isalpha() and line[0].islower():
+                current += line  # a hyphenated word or compound split over two lines
+            else:
+                current += " " + line
+        here, below = positions[i], positions[i + 1] if i + 1 < len(positions) else None
+        ends = not line or len(line) < PDF_FULL_LINE * width
+        if here and below and not ends:
+            gap = here[0] - below[0]
+            ends = (
+                gap < 0
+                or (usual_gap is not None and gap > PDF_PARAGRAPH_GAP * usual_gap)
+                or not _same_size(here[1], below[1])
+            )
+        if current and ends:
+            paragraphs.append(current)
+            current = ""
+    if current:
+        paragraphs.append(current)
+    return "\n\n".join(paragraphs)
+
+
+def _same_size(a: float, b: float) -> bool:
+    return max(a, b) <= PDF_SIZE_CHANGE * min(a, b)
+
+
+def _page_text(page) -> str:
+    """A page's text (pypdf's ``extract_text``), reflowed with where each line was drawn."""
+    chunks: list[tuple[str, Position]] = []
+
+    def visit(text, cm, tm, font, size):
+        a, b, c, d, e, f = tm
+        A, B, C, D, E, F = cm
+        # The text matrix times the current transformation matrix: baseline height, scale.
+        chunks.append((text, (e * B + f * D + F, (size or 0) * math.hypot(c * A + d * C,
+                                                                            c * B + d * D))))
+
+    text = page.extract_text(visitor_text=visit) or ""
+    lines, positions = [""], [None]
+    for piece, position in chunks:
+        for k, part in enumerate(piece.split("\n")):
+            if k:
+                lines.append("")
+                positions.append(None)
+            if part.strip() and positions[-1] is None and position[1] > 0:
+                positions[-1] = position
+            lines[-1] += part
+    return reflow_page(text, positions if "\n".join(lines) == text else None)
+
+
+def _pdf(data: bytes, source: str) -> Extracted:
+    import pypdf
+
+    # pypdf logs every oddity it works around, even as errors; we report a failed file once.
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                opened = reader.decrypt("") != pypdf.PasswordType.NOT_DECRYPTED
+            except Exception:  # an unsupported encryption scheme
+                opened = False
+            if not opened:
+                raise QAError(f"{source}: the PDF is encrypted (password protected); skipped")
+        pages = [_page_text(page) for page in reader.pages]
+    except QAError:
+        raise
+    except Exception as e:  # pypdf raises many kinds on damaged files
+        raise QAError(f"{source}: not a readable PDF ({_reason(e)}); skipped") from None
+    parts, sections, offset = [], [], 0
+    for number, page in enumerate(pages, start=1):
+        if not page:
+            continue
+        if parts:
+            offset += 2
+        sections.append((offset, f"page {number}"))
+        parts.append(page)
+        offset += len(page)
+    if not parts:
+        raise QAError(f"{source}: the PDF has no text layer (scanned? it would need OCR); skipped")
+    return Extracted("\n\n".join(parts), tuple(sections))
+
+
+# -- the registry -----------------------------------------------------------------------------
+
+Loader = Callable[[bytes, str], Extracted]
+_READERS: dict[str, Loader] = {
+    ".txt": _plain,
+    ".md": _markdown,
+    ".html": _html,
+    ".htm": _html,
+    ".docx": _docx,
+    ".pdf": _pdf,
+}
+# config.DOCUMENT_SUFFIXES says which suffixes are read (a KeyError here: one has no reader).
+LOADERS: dict[str, Loader] = {suffix: _READERS[suffix] for suffix in config.DOCUMENT_SUFFIXES}
+SUFFIXES: tuple[str, ...] = tuple(LOADERS)
+
+
+def suffix_of(source: str) -> str:
+    return os.path.splitext(source)[1].lower()
+
+
+def extract(data: bytes, source: str) -> Extracted:
+    """The text and sections of a document's bytes, read by the loader for its suffix.
+
+    Raises QAError with a one-line reason, starting with ``source``, when it cannot be read.
+    """
+    loader = LOADERS.get(suffix_of(source))
+    if loader is None:
+        raise QAError(f"{source}: not a supported format (reads {', '.join(SUFFIXES)}); skipped")
+    extracted = loader(data, source)
+    if not extracted.text.strip():
+        raise QAError(f"{source}: empty (no text); skipped")
+    return extracted
+
+
+def load_document(root: Path, source: str, path: str | Path) -> Document:
+    """Read one document. Raises QAError with a one-line reason when it cannot be used."""
+    limit = config.MAX_FILE_BYTES
+    try:
+        size = os.stat(path).st_size
+        if size <= limit:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+            size = len(data)
+    except OSError as e:  # unreadable, or removed since the folder was scanned
+        raise QAError(f"{source}: cannot be read ({e.strerror or e}); skipped") from None
+    if size > limit:
+        raise QAError(
+            f"{source}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB "
+            "limit per document (set QA_MAX_FILE_BYTES to raise it)"
+        )
+    extracted = extract(data, source)
+    return Document(
+        source,
+        extracted.text,
+        content_hash(extracted.text),
+        extracted.sections,
+        hashlib.sha256(data).hexdigest(),
+    )
