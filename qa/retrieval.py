@@ -57,6 +57,8 @@ def retrieve(
     """Top-k passages for a question. ``mode`` is "hybrid", "dense" or "sparse". With
     ``keep_each``, hybrid results also hold the top ``keep_each`` of each retriever (after
     the k fused ones, so up to k + 2 * keep_each hits)."""
+    if mode == "hybrid" and query_vector is not None and getattr(index, "fusion", None):
+        return _fused_by_the_store(index, query_vector, question, k + 2 * keep_each)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     dense = sparse = empty
     if mode in ("hybrid", "dense") and query_vector is not None:
@@ -80,3 +82,14 @@ def retrieve(
                     chosen.add(p)
                     top.append(p)
     return [Hit(p, fused[p], dense_of.get(p), sparse_of.get(p)) for p in top]
+
+
+def _fused_by_the_store(index, query_vector: np.ndarray, question: str, k: int) -> list[Hit]:
+    """Hybrid retrieval fused inside the store (Milvus's ``hybrid_search`` with its ranker,
+    ``fusion=rrf|weighted``): the k best (as many as fusion here reads, each retriever's own
+    best included), scores divided by the best one's."""
+    ids, scores = index.hybrid_search(query_vector, analyse(question).search_terms, k,
+                                      text=question)
+    best = float(scores.max()) if len(scores) else 0.0
+    return [Hit(p, s / best if best > 0 else 0.0, None, None)
+            for p, s in zip(ids.tolist(), scores.tolist())]

@@ -56,7 +56,10 @@ def stable_id(key: bytes, source: str, occurrence: int) -> int:
 class Store(Protocol):
     """One served version of an index. Passage ids are whatever its searches return, and
     ``passage(id)`` takes them; the file store's are row numbers of the version, Milvus's are
-    ``stable_id``s. Searches are thread-safe."""
+    ``stable_id``s. Searches are thread-safe.
+
+    A store that fuses hybrid retrieval itself also has ``fusion`` (its ranker's name, or None
+    to fuse in ``qa.retrieval``) and ``hybrid_search(query_vector, terms, k, text)``."""
 
     manifest: dict  # what the version holds (sources with sizes, times, hashes; model; ...)
     version: str  # names the version served; changes with every committed build
