@@ -151,9 +151,18 @@ def test_add_edit_delete_update_the_collection_in_place(make_milvus, tmp_path, e
     full = QA(folder, tmp_path / "full-index", encoder=encoder, reader=reader)
     for term in ["4,312", "5,120", "ferry", "skerry", "depot", "lighthous"]:
         assert index.document_frequency(term) == full.index.document_frequency(term), term
-    # And the answers are the full build's.
-    for question in ["How many crates does the Varnel depot hold?",
-                     "When does the Skerry ferry leave?", "Who built the Skerry lighthouse?"]:
+    # And the answers are the full build's: the same answers and quotes (Milvus Lite keeps
+    # BM25 statistics per segment, and updated rows sit in a segment of their own, so the
+    # relevance numbers may differ) until a full build, which gives exactly the same.
+    questions = ["How many crates does the Varnel depot hold?",
+                 "When does the Skerry ferry leave?", "Who built the Skerry lighthouse?"]
+    for question in questions:
+        a, b = engine.answer(question), full.answer(question)
+        assert (a.text, a.sources) == (b.text, b.sources)
+        assert [(q.source, q.start, q.end, q.answer_start, q.answer_end) for q in a.quotes] == [
+            (q.source, q.start, q.end, q.answer_start, q.answer_end) for q in b.quotes]
+    engine.rebuild(full=True)
+    for question in questions:
         assert answer_key(engine.answer(question)) == answer_key(full.answer(question))
 
 

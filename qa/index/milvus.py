@@ -83,7 +83,6 @@ ROW_CACHE = 8192  # passages whose fields a loaded version keeps from its search
 BM25_MODES = ("qa", "milvus")
 FUSIONS = ("qa", "rrf", "weighted")
 PASSAGE_FIELDS = ["source", "start", "end", "paragraph", "title", "location", "text"]
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _PLAIN_TERM = re.compile(r"[a-z0-9]{1,32}")
 
 
