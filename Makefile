@@ -20,7 +20,7 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch lies on disk; installing it first keeps pip from pulling CUDA.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,milvus]'
 	touch $(INSTALLED)
 
 # Debian's chromium for the browser tests (a test tool cannot download its own browser here),

@@ -691,6 +691,13 @@ def parse_args(argv=None):
         "--index", type=Path, default=None, help="index folder (default: ./vectorstore for ./seeds)"
     )
     p.add_argument(
+        "--store",
+        default=None,
+        metavar="URI",
+        help="where the index lives: milvus:///path/to/file.db (Milvus Lite) or "
+        "milvus://host:19530 (a Milvus server) (default: $QA_STORE, else the file store)",
+    )
+    p.add_argument(
         "--host",
         default=None,
         help=f"address to listen on (default: $GRADIO_SERVER_NAME or {DEFAULT_HOST}); beyond "
@@ -733,7 +740,12 @@ def main(argv=None) -> int:
     if not args.seeds.is_dir():
         print(f"error: documents folder {args.seeds} does not exist (use --seeds)", file=sys.stderr)
         return 2
-    engine = QA(args.seeds, args.index)
+    try:
+        # The store only when named: $QA_STORE is read by QA itself.
+        engine = QA(args.seeds, args.index, **({"store": args.store} if args.store else {}))
+    except QAError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     def warm_up():  # load the model and bring the index up to date before the first question
         try:

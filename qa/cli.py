@@ -1,4 +1,4 @@
-"""The `qa` command line: build, ask, chat, status, eval, watch."""
+"""The `qa` command line: build, ask, chat, status, eval, watch, migrate."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from .errors import QAError
 def _engine(args):
     from .pipeline import QA
 
-    return QA(args.seeds, args.index, model=args.model, reader=getattr(args, "reader", config.READER))
+    return QA(args.seeds, args.index, model=args.model,
+              reader=getattr(args, "reader", config.READER), store=args.store)
 
 
 def _progress_bar():
@@ -38,14 +39,47 @@ def _progress_bar():
 
 def cmd_build(args) -> int:
     engine = _engine(args)
-    report = engine.rebuild(progress=_progress_bar())
+    report = engine.rebuild(progress=_progress_bar(), full=args.full)
+    _print_report("indexed", report, engine.backend.location)
+    return 0
+
+
+def _print_report(done: str, report, location: str) -> None:
     print(
-        f"indexed {report.documents} documents, {report.passages} passages "
+        f"{done} {report.documents} documents, {report.passages} passages "
         f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s "
-        f"-> {engine.index_dir}"
+        f"-> {location}"
     )
     for reason in report.skipped.values():
         print(f"skipped: {reason}", file=sys.stderr)
+
+
+def cmd_migrate(args) -> int:
+    """Move the folder's file store index into another store: the documents are read again
+    (the store records what it indexed), the vectors and annotations are taken from the file
+    index, so nothing is embedded again."""
+    from .index import IndexCorrupt
+    from .pipeline import QA
+
+    target = args.store if args.store is not None else config.STORE
+    if not target or "://" not in target:
+        raise QAError("name the store to move the index into: qa migrate --store "
+                      "milvus:///path/to/file.db (or milvus://host:19530)")
+    engine = QA(args.seeds, model=args.model, reader=args.reader, store=target)
+    source = QA(args.seeds, args.index, model=args.model, reader=engine.reader, store="",
+                encoder=engine.encoder)
+    try:
+        previous = source.backend.load()
+    except IndexCorrupt as e:
+        raise QAError(f"the file index cannot be read ({e}); rebuild it or run qa build "
+                      f"--store {target}") from None
+    if previous is None:
+        print(f"no file index in {source.backend.location}: building from the documents",
+              file=sys.stderr)
+    _, report = engine.backend.build(engine.seeds_dir, engine.encoder,
+                                     annotator=engine.reader.annotator(),
+                                     progress=_progress_bar(), previous=previous)
+    _print_report("moved", report, engine.backend.location)
     return 0
 
 
@@ -175,12 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index folder (default: ./vectorstore for ./seeds)")
     common.add_argument("--model", default=config.EMBEDDING_MODEL,
                         help="sentence-transformers model name or folder")
+    common.add_argument("--store", default=None, metavar="URI",
+                        help="where the index lives: milvus:///path/to/file.db (Milvus Lite), "
+                             "milvus://host:19530 (a Milvus server) or a folder (default: "
+                             "$QA_STORE, else the file store in --index)")
     common.add_argument("--reader", default=config.READER,
                         help="trained (default: our own model), rules, rules:fast (no spaCy), "
                              "or transformers:MODEL")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", parents=[common], help="index the documents folder")
+    p.add_argument("--full", action="store_true",
+                   help="a new version from the documents alone (no vector reused)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("ask", parents=[common], help="answer a question")
@@ -208,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", parents=[common], help="keep the index fresh as files change")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("migrate", parents=[common],
+                       help="move the folder's file index into --store (nothing re-embedded)")
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 
@@ -217,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="qa: %(message)s",
     )
-    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx"):
+    for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "milvus_lite"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if getattr(args, "k", 1) < 1:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 DEFAULT_SEEDS = Path(os.environ.get("QA_SEEDS", "seeds"))
 DEFAULT_INDEX = Path(os.environ.get("QA_INDEX", "vectorstore"))
+# Where the index lives: "" (the file store in an index folder, the default), or a store URI:
+# milvus:///path/to/file.db (Milvus Lite) or milvus://host:19530 (a Milvus server or cluster).
+STORE = os.environ.get("QA_STORE", "")
 
 
 

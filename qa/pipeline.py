@@ -40,7 +40,8 @@ def clean_question(question: str) -> str:
 
 
 class QA:
-    """Question answering over one folder of documents, with its index on disk.
+    """Question answering over one folder of documents, with its index in a store (local
+    files by default, or Milvus: see ``qa.index.open_store``).
 
     The index is built on first use and kept in step with the folder: before answering, a
     cheap check of file names, sizes and times (confirmed by content hashes) triggers an
@@ -56,17 +57,24 @@ class QA:
         reader: str | Reader = config.READER,
         check_interval: float = 0.0,
         encoder=None,
+        store: str | None = None,
     ):
         """``reader`` is a spec ("trained", "rules", "rules:fast", "transformers:MODEL") or a
-        ``Reader``; ``encoder`` an Encoder to share between engines (default: a new one)."""
+        ``Reader``; ``encoder`` an Encoder to share between engines (default: a new one);
+        ``store`` where the index lives: "" for the file store in ``index_dir`` (the default,
+        or ``QA_STORE``), ``milvus:///path/to/file.db`` or ``milvus://host:19530``."""
         from .embedding import Encoder
 
         self.seeds_dir = Path(seeds_dir)
-        self.index_dir = Path(index_dir) if index_dir else config.index_dir_for(self.seeds_dir)
+        self.backend: index_mod.Backend = index_mod.open_store(
+            config.STORE if store is None else store, self.seeds_dir,
+            Path(index_dir) if index_dir else None)
+        # The index folder of the file store (None for another store).
+        self.index_dir: Path | None = getattr(self.backend, "index_dir", None)
         self.encoder = encoder if encoder is not None else Encoder(model)
         self.reader = make_reader(reader) if isinstance(reader, str) else reader
         self.check_interval = check_interval
-        self._index: index_mod.Index | None = None
+        self._index: index_mod.Store | None = None
         self._manifest_stamp: tuple | None = None
         self._checked_at = float("-inf")
         self._last_check_seconds = 0.0
@@ -75,7 +83,7 @@ class QA:
     # -- index lifecycle ---------------------------------------------------------------
 
     @property
-    def index(self) -> index_mod.Index:
+    def index(self) -> index_mod.Store:
         self.refresh()
         assert self._index is not None
         return self._index
@@ -141,8 +149,8 @@ class QA:
             stale = [str(e)]
         if manifest is None:
             return {"built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
-                    "stale": stale, "index_dir": str(self.index_dir),
-                    "seeds_dir": str(self.seeds_dir)}
+                    "stale": stale, "index_dir": self.backend.location,
+                    "store": self.backend.kind, "seeds_dir": str(self.seeds_dir)}
         return {
             "built": manifest["created"],
             "documents": manifest["counts"]["documents"],
@@ -154,49 +162,48 @@ class QA:
             "sources": {s: m["passages"] for s, m in manifest["sources"].items()},
             "skipped": {s: m["error"] for s, m in manifest.get("skipped_files", {}).items()},
             "stale": stale,
-            "index_dir": str(self.index_dir),
+            "index_dir": self.backend.location,
+            "store": self.backend.kind,
             "seeds_dir": str(self.seeds_dir),
         }
 
-    def rebuild(self, progress=None, found: list[FileState] | None = None) -> index_mod.BuildReport:
+    def rebuild(self, progress=None, found: list[FileState] | None = None,
+                full: bool = False) -> index_mod.BuildReport:
         """Bring the index up to date with the documents (only changed passages re-embedded).
-        ``found``: the scan ``stale_reasons`` was given, when it was just taken."""
+        ``found``: the scan ``stale_reasons`` was given, when it was just taken; ``full``: a
+        new version from the documents alone, nothing reused."""
         with self._lock:
             previous = self._index
-            if previous is None:
+            if previous is None and not full:
                 previous = self._try_load()
-            built, report = index_mod.build(
+            built, report = self.backend.build(
                 self.seeds_dir,
-                self.index_dir,
                 self.encoder,
                 annotator=self.reader.annotator(),
                 progress=progress,
                 previous=previous,
                 found=found,
+                full=full,
             )
             self._index = None
-            self._reload_if_replaced(trusted=built["version_dir"])
+            self._reload_if_replaced(trusted=built.get("version_dir"))
             for reason in report.skipped.values():
                 log.warning("skipped %s", reason)
             return report
 
     def _read_manifest(self) -> dict | None:
         try:
-            return index_mod.store.read_manifest(self.index_dir)
-        except index_mod.store.IndexCorrupt:
+            return self.backend.read_manifest()
+        except index_mod.IndexCorrupt:
             return None
 
-    def _manifest_state(self) -> tuple | None:
-        try:
-            st = (self.index_dir / index_mod.store.MANIFEST).stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    def _manifest_state(self):
+        return self.backend.stamp()
 
-    def _try_load(self, trusted: str | None = None) -> index_mod.Index | None:
+    def _try_load(self, trusted: str | None = None) -> index_mod.Store | None:
         try:
-            return index_mod.load(self.index_dir, trusted=trusted)
-        except index_mod.store.IndexCorrupt as e:
+            return self.backend.load(trusted=trusted)
+        except index_mod.IndexCorrupt as e:
             log.warning("%s; rebuilding", e)
             return None
 
@@ -207,11 +214,11 @@ class QA:
         loaded = self._try_load(trusted)
         if loaded is None and stamp is not None:
             # A corrupt or unreadable index: rebuild from scratch.
-            _, _ = index_mod.build(
-                self.seeds_dir, self.index_dir, self.encoder, annotator=self.reader.annotator()
+            _, _ = self.backend.build(
+                self.seeds_dir, self.encoder, annotator=self.reader.annotator(), full=True
             )
             stamp = self._manifest_state()
-            loaded = index_mod.load(self.index_dir)
+            loaded = self.backend.load()
         self._index = loaded
         self._manifest_stamp = stamp
 

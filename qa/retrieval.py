@@ -62,7 +62,7 @@ def retrieve(
     if mode in ("hybrid", "dense") and query_vector is not None:
         dense = index.dense_search(query_vector, depth)
     if mode in ("hybrid", "sparse"):
-        sparse = index.sparse_search(analyse(question).search_terms, depth)
+        sparse = index.sparse_search(analyse(question).search_terms, depth, text=question)
     weight = {"hybrid": config.SPARSE_WEIGHT, "dense": 0.0, "sparse": 1.0}[mode]
     fused = fuse(dense, sparse, weight)
     dense_of = dict(zip(dense[0].tolist(), dense[1].tolist()))

@@ -35,7 +35,7 @@ def watch(
                 changed.set()
 
     engine.refresh()
-    _say(f"watching {engine.seeds_dir} (index {engine.index_dir}); Ctrl-C to stop")
+    _say(f"watching {engine.seeds_dir} (index {engine.backend.location}); Ctrl-C to stop")
     observer = Observer()
     observer.schedule(Handler(), str(engine.seeds_dir), recursive=True)
     observer.start()

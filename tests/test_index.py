@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from qa import QAError, store
+from qa import QAError
 from qa import index as index_mod
+from qa.index import files as index_files
+from qa.index import versions as store
 
 DOC_A = (
     "Harbour Report\n\nThe harbour authority opened a new container terminal in Brindle on "
@@ -90,7 +92,7 @@ def test_failure_mid_build_keeps_the_previous_index(make_engine, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(index_mod, "_write_bm25", boom)
+    monkeypatch.setattr(index_files, "_write_bm25", boom)
     with pytest.raises(OSError, match="simulated"):
         engine.rebuild()
     assert (engine.index_dir / "manifest.json").read_text() == old_manifest
@@ -171,7 +173,7 @@ def _contents(idx) -> dict:
         "keys": np.asarray(idx.passage_keys).tolist(),
         "vectors": np.asarray(idx.vectors),
         "tables": {name: [idx.rows(name, i).tolist() for i in range(len(idx))]
-                   for name in idx.tables if name != index_mod.BM25_TERMS},
+                   for name in idx.tables if name != index_files.BM25_TERMS},
         "bm25": {t: idx._bm25.scores([idx.vocabulary[t]]) for t in vocab
                  if idx.document_frequency(t)},
     }  # fmt: skip
@@ -211,8 +213,8 @@ def test_bm25_arrays_are_the_ones_bm25s_builds(tmp_path):
     rng = np.random.default_rng(3)
     vocab = {"": 0, **{f"t{i}": i for i in range(1, 60)}}  # builds start from {"": 0}, as bm25s
     blocks = [rng.integers(1, 50, rng.integers(0, 30)).astype(np.int32) for _ in range(40)]
-    ptr, rows = index_mod._stack_blocks(blocks)
-    index_mod._write_bm25(tmp_path / "ours", (ptr, rows), vocab)
+    ptr, rows = index_files._stack_blocks(blocks)
+    index_files._write_bm25(tmp_path / "ours", (ptr, rows), vocab)
     reference = bm25s.BM25()
     reference.index(([b.tolist() for b in blocks], dict(vocab)), show_progress=False)
     ours = bm25s.BM25.load(str(tmp_path / "ours"), allow_pickle=False)
@@ -348,7 +350,7 @@ def test_large_indexes_are_ivf_with_high_recall(tmp_path):
     give the same index."""
     import faiss
 
-    index = index_mod
+    index = index_files
     rng = np.random.default_rng(3)
     bases = rng.normal(size=(60, 32)).astype(np.float32)
     vectors = bases[rng.integers(0, 60, 20_000)] + 0.6 * rng.normal(size=(20_000, 32)).astype(
@@ -382,26 +384,26 @@ def test_updates_keep_the_ivf_cells_until_the_size_changes_twofold(tmp_path, mon
 
     import faiss
 
-    monkeypatch.setattr(index_mod, "EXACT_SEARCH_MAX", 100)
+    monkeypatch.setattr(index_files, "EXACT_SEARCH_MAX", 100)
     rng = np.random.default_rng(5)
     bases = rng.normal(size=(40, 32)).astype(np.float32)
     vectors = bases[rng.integers(0, 40, 4_100)] + 0.6 * rng.normal(size=(4_100, 32)).astype(
         np.float32
     )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    first = index_mod._dense_meta(4_000)
+    first = index_files._dense_meta(4_000)
     (tmp_path / "a").mkdir()
-    index_mod._write_dense(tmp_path / "a", vectors[:4_000], first)
+    index_files._write_dense(tmp_path / "a", vectors[:4_000], first)
     previous = SimpleNamespace(dense=faiss.read_index(str(tmp_path / "a" / "dense.faiss")))
 
-    update = index_mod._dense_meta(4_100, first)
+    update = index_files._dense_meta(4_100, first)
     assert update["params"]["reuse_cells"] and update["params"]["nlist"] == first["params"]["nlist"]
-    assert "reuse_cells" not in index_mod._dense_meta(17_000, first)["params"]  # wants 521 cells: 2.07x
-    assert "reuse_cells" not in index_mod._dense_meta(900, first)["params"]  # wants 120 cells: 0.48x
-    assert index_mod._dense_meta(50, first)["type"] == "flat-ip"
+    assert "reuse_cells" not in index_files._dense_meta(17_000, first)["params"]  # wants 521 cells: 2.07x
+    assert "reuse_cells" not in index_files._dense_meta(900, first)["params"]  # wants 120 cells: 0.48x
+    assert index_files._dense_meta(50, first)["type"] == "flat-ip"
 
     (tmp_path / "b").mkdir()
-    index_mod._write_dense(tmp_path / "b", vectors, update, previous)
+    index_files._write_dense(tmp_path / "b", vectors, update, previous)
     updated = faiss.read_index(str(tmp_path / "b" / "dense.faiss"))
     old_ivf, new_ivf = faiss.extract_index_ivf(previous.dense), faiss.extract_index_ivf(updated)
     np.testing.assert_array_equal(

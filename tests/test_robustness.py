@@ -14,7 +14,7 @@ import time
 import pytest
 
 from qa import index as index_mod
-from qa import store
+from qa.index import versions as store
 
 from .conftest import ROOT, SEEDS
 

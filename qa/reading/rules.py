@@ -702,12 +702,8 @@ def _merge(candidates: list[Candidate], index) -> Candidate | None:
     best_score = -1.0
     for members in groups.values():
         top = max(members, key=lambda c: c.score)
-        sources = {index.sources[int(index.passage_source[c.passage_id])] for c in members}
-        strong = {
-            index.sources[int(index.passage_source[c.passage_id])]
-            for c in members
-            if _supports(c, top)
-        }
+        sources = {index.passage(c.passage_id).source for c in members}
+        strong = {index.passage(c.passage_id).source for c in members if _supports(c, top)}
         score = top.score + AGREEMENT_BONUS * (len(strong) - 1) * 0.5
         if score > best_score:
             best_score, best_group = score, (top, members, strong or sources)

@@ -1,37 +1,25 @@
-"""Building, loading and checking the index: passages, dense vectors (FAISS), BM25 and the
-reader's annotations, kept side by side in one committed version (see ``store``)."""
+"""The file store: passages, dense vectors (FAISS), BM25 and the reader's annotations, kept
+side by side in one committed version of a folder (see ``versions``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import config, store
-from .documents import (
-    SUFFIXES,
-    FileState,
-    Passage,
-    content_hash,
-    extract,
-    load_document,
-    scan_documents,
-    split_document,
-)
-from .errors import QAError
+from ..documents import SUFFIXES, FileState, Passage, scan_documents
+from ..errors import QAError
+from . import versions as store
+from .folder import read_source
+from .protocol import Annotator, BuildReport, Progress, passage_key
 
 log = logging.getLogger("qa")
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-# An annotator turns passage texts into named tables: for each passage a block of rows.
-Annotator = Callable[[list[str]], dict[str, list[np.ndarray]]]
 
 # Above this many passages the dense index is IVF-Flat: 4 * sqrt(n) k-means cells, trained on
 # up to 64 vectors a cell, of which NPROBE are scanned per question. HNSW (M=32, efSearch up to
@@ -44,20 +32,6 @@ IVF_NPROBE = 32
 # An update keeps the previous version's IVF cells (training them is 4 s at 60,000 passages,
 # 7 s at 100,000) while the cell count the new size calls for is within this factor of theirs.
 IVF_RETRAIN = 2.0
-
-
-@dataclass
-class BuildReport:
-    documents: int
-    passages: int
-    embedded: int  # passages encoded in this build
-    reused: int  # passages whose vectors came from the previous version
-    skipped: dict[str, str] = field(default_factory=dict)  # source -> reason
-    seconds: float = 0.0
-
-
-def passage_key(text: str, model_id: str) -> bytes:
-    return hashlib.blake2b(f"{model_id}\0{text}".encode(), digest_size=16).digest()
 
 
 class Index:
@@ -165,7 +139,9 @@ class Index:
         token_id = self._bm25.vocab_dict.get(term)
         return 0 if token_id is None else self._bm25.document_frequency(token_id)
 
-    def sparse_search(self, query_terms: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def sparse_search(
+        self, query_terms: list[str], k: int, text: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         ids = [self._bm25.vocab_dict[t] for t in query_terms if t in self._bm25.vocab_dict]
         if not ids or len(self) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -175,6 +151,16 @@ class Index:
         top = top[np.argsort(-scores[top], kind="stable")]
         top = top[scores[top] > 0]
         return top, scores[top]
+
+
+    def source_passages(self, source: str) -> np.ndarray:
+        """The rows of one document's passages (a version holds them in source order)."""
+        position = int(np.searchsorted(self.sources, source))
+        if position == len(self.sources) or self.sources[position] != source:
+            return np.zeros(0, np.int64)
+        order = np.asarray(self.passage_source)
+        lo, hi = np.searchsorted(order, [position, position + 1])
+        return np.arange(lo, hi, dtype=np.int64)
 
 
 class BM25Scores:
@@ -224,54 +210,33 @@ def load(index_dir: Path, checksums: bool = True, trusted: str | None = None) ->
         raise store.IndexCorrupt(f"index {vdir} cannot be loaded: {e}".splitlines()[0]) from None
 
 
-def stale_reasons(
-    seeds_dir: Path, manifest: dict | None, model_id: str, found: list[FileState] | None = None,
-    annotator_id: str | None = None,
-) -> list[str]:
-    """Why the index no longer matches the documents (empty when it does); ``found`` is the
-    folder's scan when the caller has just taken it.
+class FileBackend:
+    """The index in a local folder: versioned directories committed through manifest.json."""
 
-    Names, sizes and modification times are compared first; a file that only looks changed is
-    confirmed by the hash of its bytes, so touching a file does not force a rebuild.
-    """
-    if manifest is None:
-        return ["no index has been built"]
-    if manifest["model"]["id"] != model_id:
-        return [f"embedding model changed ({manifest['model']['id']} -> {model_id})"]
-    if annotator_id is not None and manifest.get("annotator") != annotator_id:
-        return [f"the reader needs annotations {annotator_id} "
-                f"(the index has {manifest.get('annotator') or 'none'})"]
-    known: dict = {**manifest["sources"], **manifest.get("skipped_files", {})}
-    reasons = []
-    if found is None:
-        found = scan_documents(Path(seeds_dir))
-    current = {s.source: s for s in found}
-    for source in sorted(set(known) - set(current)):
-        reasons.append(f"removed: {source}")
-    for source, state in current.items():
-        meta = known.get(source)
-        if meta is None:
-            reasons.append(f"added: {source}")
-        elif meta["size"] != state.size or meta["mtime_ns"] != state.mtime_ns:
-            if _changed(state, meta):
-                reasons.append(f"edited: {source}")
-    return reasons
+    kind = "files"
 
+    def __init__(self, index_dir: Path):
+        self.index_dir = Path(index_dir)
+        self.location = str(self.index_dir)
 
-def _changed(state: FileState, meta: dict) -> bool:
-    """Whether a file whose size or time changed holds other content than the index read."""
-    limit = config.MAX_FILE_BYTES
-    if state.size > limit:  # too big to read now: changed unless it was too big before
-        return not ("error" in meta and meta["size"] > limit)
-    try:
-        if "file_sha256" in meta:
-            return store.file_sha256(Path(state.path)) != meta["file_sha256"]
-        if "sha256" in meta:  # an index from before file hashes were stored
-            with open(state.path, "rb") as f:
-                return content_hash(extract(f.read(), state.source).text) != meta["sha256"]
-    except (OSError, QAError):
-        return "error" not in meta
-    return True
+    def read_manifest(self) -> dict | None:
+        return store.read_manifest(self.index_dir)
+
+    def stamp(self) -> Hashable | None:
+        try:
+            st = (self.index_dir / store.MANIFEST).stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def load(self, trusted: str | None = None) -> Index | None:
+        return load(self.index_dir, trusted=trusted)
+
+    def build(self, seeds_dir, encoder, annotator=None, progress=None, previous=None, found=None,
+              full: bool = False) -> tuple[dict, BuildReport]:
+        """``full``: a new version from the documents alone, nothing reused."""
+        return build(seeds_dir, self.index_dir, encoder, annotator=annotator, progress=progress,
+                     previous=None if full else previous, found=found)
 
 
 def build(
@@ -352,29 +317,13 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
             sources[file.source] = old[0]
             _add_run(runs, True, old[1].start, old[1].stop)
             continue
-        stamp = {"size": file.size, "mtime_ns": file.mtime_ns}
-        try:
-            doc = load_document(seeds_dir, file.source, file.path)
-        except QAError as e:
-            log.warning("%s", e)
-            skipped[file.source] = {**stamp, **_file_hash(file), "error": str(e)}
+        read = read_source(seeds_dir, file)
+        if read.skipped:
+            skipped[file.source] = read.meta
             continue
-        doc_passages = split_document(doc)
-        if not doc_passages:
-            error = f"{file.source}: empty document"
-            skipped[file.source] = {**stamp, "sha256": doc.sha256,
-                                    "file_sha256": doc.file_sha256, "error": error}
-            continue
-        sources[file.source] = {
-            "sha256": doc.sha256,
-            "file_sha256": doc.file_sha256,
-            **stamp,
-            "passages": len(doc_passages),
-            "chars": len(doc.text),
-            "title": doc_passages[0].title,
-        }
-        _add_run(runs, False, len(fresh), len(fresh) + len(doc_passages))
-        fresh.extend(doc_passages)
+        sources[file.source] = read.meta
+        _add_run(runs, False, len(fresh), len(fresh) + len(read.passages))
+        fresh.extend(read.passages)
     if not sources:
         formats = ", ".join(SUFFIXES)
         raise QAError(f"no readable documents with text ({formats}) in {seeds_dir}")
@@ -425,16 +374,6 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         seconds=time.perf_counter() - t0,
     )
     return manifest, report
-
-
-def _file_hash(file: FileState) -> dict:
-    """The hash of a skipped file's bytes, when it is small enough to read."""
-    if file.size > config.MAX_FILE_BYTES:
-        return {}
-    try:
-        return {"file_sha256": store.file_sha256(Path(file.path))}
-    except OSError:
-        return {}
 
 
 def _can_copy_rows(previous: Index, seeds_dir: Path, encoder, table_names: list[str],
@@ -657,7 +596,7 @@ def _write_dense(vdir: Path, vectors: np.ndarray, meta: dict, previous=None) -> 
 def _bm25_terms(search_texts, reuse, previous, vocab: dict[str, int]) -> list[np.ndarray]:
     """Each passage's BM25 terms as ids into ``vocab`` (which grows as new terms appear);
     passages the previous version holds keep their stored ids, so only new ones are tokenised."""
-    from .tokens import terms
+    from ..tokens import terms
 
     usable = previous is not None and BM25_TERMS in previous.tables
     term_ids = []

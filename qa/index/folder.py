@@ -1,0 +1,120 @@
+"""What every store records of the documents folder: reading a document into passages (or
+the reason it is skipped), and whether the folder still matches a manifest."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config
+from ..documents import (
+    FileState,
+    content_hash,
+    extract,
+    load_document,
+    scan_documents,
+    split_document,
+)
+from ..errors import QAError
+from ..types import Passage
+from .versions import file_sha256
+
+log = logging.getLogger("qa")
+
+
+@dataclass
+class SourceRead:
+    """One document as a build reads it: what the manifest records of it, and its passages
+    (none when it is skipped; then ``meta["error"]`` says why)."""
+
+    meta: dict
+    passages: list[Passage]
+
+    @property
+    def skipped(self) -> bool:
+        return "error" in self.meta
+
+
+def read_source(seeds_dir: Path, file: FileState) -> SourceRead:
+    """Read and split one document; an unreadable or empty one is skipped with its reason."""
+    stamp = {"size": file.size, "mtime_ns": file.mtime_ns}
+    try:
+        doc = load_document(seeds_dir, file.source, file.path)
+    except QAError as e:
+        log.warning("%s", e)
+        return SourceRead({**stamp, **file_hash(file), "error": str(e)}, [])
+    passages = split_document(doc)
+    if not passages:
+        error = f"{file.source}: empty document"
+        return SourceRead({**stamp, "sha256": doc.sha256, "file_sha256": doc.file_sha256,
+                           "error": error}, [])
+    meta = {
+        "sha256": doc.sha256,
+        "file_sha256": doc.file_sha256,
+        **stamp,
+        "passages": len(passages),
+        "chars": len(doc.text),
+        "title": passages[0].title,
+    }
+    return SourceRead(meta, passages)
+
+
+def file_hash(file: FileState) -> dict:
+    """The hash of a skipped file's bytes, when it is small enough to read."""
+    if file.size > config.MAX_FILE_BYTES:
+        return {}
+    try:
+        return {"file_sha256": file_sha256(Path(file.path))}
+    except OSError:
+        return {}
+
+
+def stale_reasons(
+    seeds_dir: Path, manifest: dict | None, model_id: str, found: list[FileState] | None = None,
+    annotator_id: str | None = None,
+) -> list[str]:
+    """Why the index no longer matches the documents (empty when it does); ``found`` is the
+    folder's scan when the caller has just taken it.
+
+    Names, sizes and modification times are compared first; a file that only looks changed is
+    confirmed by the hash of its bytes, so touching a file does not force a rebuild.
+    """
+    if manifest is None:
+        return ["no index has been built"]
+    if manifest["model"]["id"] != model_id:
+        return [f"embedding model changed ({manifest['model']['id']} -> {model_id})"]
+    if annotator_id is not None and manifest.get("annotator") != annotator_id:
+        return [f"the reader needs annotations {annotator_id} "
+                f"(the index has {manifest.get('annotator') or 'none'})"]
+    known: dict = {**manifest["sources"], **manifest.get("skipped_files", {})}
+    reasons = []
+    if found is None:
+        found = scan_documents(Path(seeds_dir))
+    current = {s.source: s for s in found}
+    for source in sorted(set(known) - set(current)):
+        reasons.append(f"removed: {source}")
+    for source, state in current.items():
+        meta = known.get(source)
+        if meta is None:
+            reasons.append(f"added: {source}")
+        elif meta["size"] != state.size or meta["mtime_ns"] != state.mtime_ns:
+            if changed(state, meta):
+                reasons.append(f"edited: {source}")
+    return reasons
+
+
+def changed(state: FileState, meta: dict) -> bool:
+    """Whether a file whose size or time changed holds other content than the index read."""
+    limit = config.MAX_FILE_BYTES
+    if state.size > limit:  # too big to read now: changed unless it was too big before
+        return not ("error" in meta and meta["size"] > limit)
+    try:
+        if "file_sha256" in meta:
+            return file_sha256(Path(state.path)) != meta["file_sha256"]
+        if "sha256" in meta:  # an index from before file hashes were stored
+            with open(state.path, "rb") as f:
+                return content_hash(extract(f.read(), state.source).text) != meta["sha256"]
+    except (OSError, QAError):
+        return "error" not in meta
+    return True
