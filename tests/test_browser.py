@@ -340,7 +340,8 @@ def test_log_in_then_ask(browser, login_url):
 
 
 def take_screenshot(out: Path) -> None:
-    """Ask the interceptor question over seeds/, open Sources, save a PNG."""
+    """Ask who sends the interceptors over seeds/, then "How many?", open the follow-up's
+    Sources, save a PNG."""
     import tempfile
 
     from playwright.sync_api import expect, sync_playwright
@@ -363,7 +364,10 @@ def take_screenshot(out: Path) -> None:
                 expect(page.locator("#corpus-status")).to_contain_text(
                     "passages indexed", timeout=TIMEOUT_MS
                 )
-                reply = ask(page, INTERCEPTORS)
+                first = ask(page, "Who is sending interceptors for the Patriot system to Ukraine?")
+                expect(first).to_contain_text("Pentagon", timeout=TIMEOUT_MS)
+                reply = ask(page, "How many?")  # a follow-up, answered from the conversation
+                expect(reply).to_contain_text("Answered as", timeout=TIMEOUT_MS)
                 expect(reply).to_contain_text(INTERCEPTOR_SOURCE)
                 open_sources(reply)
                 page.locator("#chat [role=log]").hover()

@@ -131,3 +131,31 @@ def test_chat_resolves_follow_ups_and_survives_bad_lines(corpus, capsys, monkeyp
     assert follow["standalone"] and "500" in (follow["text"] or "")
     assert restarted["standalone"] is None  # "/new" forgot the conversation
     assert out.err.count("qa: error:") == 1 and "5,000 characters" in out.err
+
+
+def test_pdf_html_and_docx_dropped_into_the_seeds_are_cited_by_page_or_heading(tmp_path, capsys):
+    from .document_files import HTML_PAGE, LIGHTHOUSE, docx_bytes, pdf_bytes
+
+    shutil.copytree(SEEDS, tmp_path / "seeds")
+    seeds = tmp_path / "seeds"
+    (seeds / "report.pdf").write_bytes(pdf_bytes([["The harbour opened in June."], [LIGHTHOUSE]]))
+    (seeds / "notes.html").write_bytes(HTML_PAGE.encode())
+    (seeds / "memo.docx").write_bytes(docx_bytes([
+        ("Title", "Ferry Memo"), ("Heading 1", "Fares"),
+        ("Normal", "A return ticket on the Skerry ferry costs 14 euros for adults.")]))
+    args = ["--seeds", str(seeds), "--index", str(tmp_path / "index")]
+    for question, answer, cited in [
+        ("When was the Skerry lighthouse built?", "1871", "report.pdf, page 2,"),
+        ("How many rooms does the keeper's house have?", "four", "notes.html, The keeper's house,"),
+        ("How much does a return ticket on the Skerry ferry cost for adults?", "14 euros",
+         "memo.docx, Fares,"),
+    ]:
+        assert main(["ask", question, *args]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].startswith(answer), out
+        assert f"] {cited}" in out  # the quote stating it names its page or heading
+    assert main(["status", *args]) == 0
+    status = capsys.readouterr().out
+    for name in ("report.pdf", "notes.html", "memo.docx"):
+        assert f"  {name}: " in status
+    assert "8 documents" in status
