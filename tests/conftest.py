@@ -14,6 +14,16 @@ DATA = Path(__file__).resolve().parent / "data"
 DEV_QUESTIONS = ROOT.parent / "shared" / "eval" / "seed_questions.jsonl"
 
 
+@pytest.fixture(autouse=True)
+def _freshness_checked_before_every_answer(monkeypatch):
+    """A busy test machine can make a folder check take over 10 ms, which would space checks
+    out (see QA._interval) and let an answer miss an edit a test just made. Only checks over
+    a second are spaced in the tests; the spacing itself is tested on a simulated clock."""
+    from qa import config
+
+    monkeypatch.setattr(config, "FRESHNESS_SLOW_CHECK_SECONDS", 1.0)
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from qa.embedding import Encoder

@@ -321,6 +321,7 @@ def test_a_50_mb_file_is_refused_clearly_and_the_rest_indexed(make_engine, caplo
 def test_slow_freshness_checks_are_spaced_out(make_engine, monkeypatch):
     """A folder whose check takes 50 ms is checked at most every ~0.45 s (10% of the time).
     The clock is simulated, so a busy machine cannot change the outcome."""
+    import qa.config
     import qa.index
     import qa.pipeline
 
@@ -332,6 +333,7 @@ def test_slow_freshness_checks_are_spaced_out(make_engine, monkeypatch):
 
         perf_counter = monotonic
 
+    monkeypatch.setattr(qa.config, "FRESHNESS_SLOW_CHECK_SECONDS", 0.01)  # the default
     engine = make_engine({"a.txt": "The Varnel depot holds 4,312 crates of grain."})
     engine.refresh()
     clock = Clock()

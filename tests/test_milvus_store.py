@@ -177,7 +177,7 @@ def test_passage_ids_are_stable_across_versions(make_milvus):
     before = ids(engine.index)
     assert len(before) == 2  # one passage each
     (engine.seeds_dir / "depot.txt").write_text(DEPOT.replace("4,312", "5,120"))
-    engine.refresh()
+    engine.refresh(force=True)
     after = ids(engine.index)
     assert after["lighthouse.txt"] == before["lighthouse.txt"]  # unchanged: the same id
     assert after["depot.txt"] != before["depot.txt"]  # edited: a new id
