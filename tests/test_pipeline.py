@@ -64,7 +64,7 @@ def test_control_characters_and_other_languages_are_handled(seed_engine):
 # Floors a few points under each reader's measured figures (README), so that a regression in
 # retrieval, reading or offsets fails here: (F1, no-answer %, answered %, first quote holds
 # the answer %) on dev, and (F1, no-answer %) on our own sets.
-DEV_FLOORS = {"trained": (80, 100, 80, 85), "rules": (85, 100, 100, 95)}
+DEV_FLOORS = {"trained": (80, 100, 80, 80), "rules": (85, 100, 100, 95)}
 OWN_FLOORS = {"trained": (40, 50), "rules": (60, 25)}
 
 
