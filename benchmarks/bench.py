@@ -697,24 +697,29 @@ print(json.dumps({n: 1e3 * (b - a) for n, a, b in zip(names, t, t[1:])}))
 # -- orchestration ----------------------------------------------------------------------------
 
 
-def _run_worker(mode: str, args: argparse.Namespace, **extra) -> dict:
-    out_file = Path(extra.pop("result"))
-    cmd = [sys.executable, "-m", "benchmarks.bench", "--worker", mode, "--result", str(out_file)]
-    for k, v in extra.items():
-        if k in ("annotate", "encode_refs"):
-            if not v:
-                cmd.append(f"--no-{k.replace('_', '-')}")
+def run_worker(module: str, mode: str, result: Path, **opts) -> dict:
+    """Run ``python -m module --worker mode`` in a fresh process and read its JSON result
+    (with the wall time added). Options become flags; a False one becomes ``--no-NAME``."""
+    cmd = [sys.executable, "-m", module, "--worker", mode, "--result", str(result)]
+    for k, v in opts.items():
+        flag = k.replace("_", "-")
+        if isinstance(v, bool):
+            cmd += [] if v else [f"--no-{flag}"]
         else:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
+            cmd += [f"--{flag}", str(v)]
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
         raise SystemExit(f"worker {mode} failed ({proc.returncode})")
-    result = json.loads(out_file.read_text())
-    result["wall_s"] = time.perf_counter() - t
-    return result
+    out = json.loads(Path(result).read_text())
+    out["wall_s"] = time.perf_counter() - t
+    return out
+
+
+def _run_worker(mode: str, args: argparse.Namespace, **extra) -> dict:
+    return run_worker("benchmarks.bench", mode, Path(extra.pop("result")), **extra)
 
 
 def _fmt(x, spec=".1f", dash="–") -> str:

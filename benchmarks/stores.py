@@ -35,7 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import GENERATOR_VERSION, ROOT, _dir_bytes, _is_correct, _label, _median_ms, _p95_ms
+from .bench import (
+    GENERATOR_VERSION,
+    ROOT,
+    _dir_bytes,
+    _is_correct,
+    _label,
+    _median_ms,
+    _p95_ms,
+    run_worker,
+)
 from .quality import SETS
 
 OUT = ROOT / "benchmarks" / "out"
@@ -313,21 +322,7 @@ def worker_query_store(args) -> dict:
 
 
 def _run(mode: str, result: Path, module: str = "benchmarks.stores", **opts) -> dict:
-    cmd = [sys.executable, "-m", module, "--worker", mode, "--result", str(result)]
-    for k, v in opts.items():
-        if v is True or v is False:
-            cmd += [] if v else [f"--no-{k.replace('_', '-')}"]
-        else:
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"worker {mode} failed ({proc.returncode})")
-    out = json.loads(result.read_text())
-    out["wall_s"] = time.perf_counter() - t
-    return out
+    return run_worker(module, mode, result, **opts)
 
 
 def scale(args) -> None:
