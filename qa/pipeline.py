@@ -235,17 +235,20 @@ class QA:
             raise QAError("top_k must be a positive whole number")
         standalone = self.standalone_question(question, history)
         asked = clean_question(standalone) if standalone != question else question
-        idx = self.index
-        query_vector = self.encoder.encode_query(asked)
-        hits = retrieve(
-            idx, query_vector, asked, k=max(top_k, self.reader.depth),
-            keep_each=config.KEEP_EACH_RETRIEVER,
-        )
+        idx, query_vector, hits = self.retrieve(asked, top_k)
         result = self.reader.read(asked, query_vector, idx, hits, top_k)
         if asked != question:
             result.question, result.standalone = question, asked
         result.seconds = time.perf_counter() - t0
         return result
+
+    def retrieve(self, question: str, top_k: int = config.TOP_K):
+        """(index, question vector, hits): the passages the reader reads for ``question``."""
+        idx = self.index
+        query_vector = self.encoder.encode_query(question)
+        hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth),
+                        keep_each=config.KEEP_EACH_RETRIEVER)
+        return idx, query_vector, hits
 
     def standalone_question(self, question: str, history=None) -> str:
         """``question`` rewritten to stand alone after ``history`` (itself when it does)."""

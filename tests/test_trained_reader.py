@@ -4,6 +4,7 @@ with the fp32 export, declining, agreement across documents, and its index contr
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,11 @@ def test_agreement_across_documents_cites_every_source(make_engine):
 
 
 def test_int8_model_matches_the_fp32_export_on_a_fixed_sample():
-    """The sample's fp32 spans were recorded when the model was exported (training/export.py)."""
-    sample = json.loads((MODEL_DIR / "fp32_sample.json").read_text(encoding="utf-8"))
-    model = SpanModel(MODEL_DIR)
+    """The sample's fp32 spans were recorded when the model was exported (training/export.py),
+    with windows of the length recorded beside them."""
+    recorded = json.loads((MODEL_DIR / "fp32_sample.json").read_text(encoding="utf-8"))
+    sample = recorded["questions"]
+    model = SpanModel(MODEL_DIR, max_length=recorded["max_length"])
     same, overlap = 0, []
     for item in sample:
         span = model.best_spans(item["question"], [item["context"]])[0]
@@ -123,7 +126,7 @@ def test_a_missing_model_is_one_clear_error(tmp_path, make_engine):
     engine.reader = TrainedReader(tmp_path / "no-model")
     with pytest.raises(QAError) as e:
         engine.answer("Who is the harbour master?")
-    assert "\n" not in str(e.value) and "no-model" in str(e.value)
+    assert "\n" not in str(e.value) and "no-model" in str(e.value) and "missing" in str(e.value)
 
 
 def test_the_manifest_records_the_annotations_and_readers_rebuild_what_they_need(
@@ -156,3 +159,35 @@ def test_model_files_are_small_and_licensed():
     card = (MODEL_DIR / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "Apache-2.0" in card and "CC BY-SA" in card
     assert Path(MODEL_DIR / "LICENSE").is_file()
+
+
+def test_span_features_count_agreeing_windows_and_the_best_rival():
+    from qa.reading.trained import FEATURES, FLOOR, Span, span_features
+
+    spans = [Span(0, 0, 9, 4.0, -1.0), Span(1, 5, 14, 2.5, -2.0), Span(2, 0, 6, 3.0, -1.5),
+             Span(3, 0, 4, -1.0, -3.0)]
+    answers = ["5,000 men", "about 5000", "Harald", "Harald"]
+    x = span_features("How many men did Harald lead?", 0, spans, answers)
+    assert set(x) == set(FEATURES)
+    assert x["agree"] == pytest.approx(math.log(2))  # "about 5000" says the same number
+    assert x["rival"] == 3.0  # the best window naming something else
+    assert x["rank"] == 0.0 and x["windows_answering"] == 3.0
+    assert x["repeats_question"] == pytest.approx(0.5)  # "men" is in the question
+    harald = span_features("How many men did Harald lead?", 2, spans, answers)
+    assert harald["repeats_question"] == 1.0 and harald["rival"] == 4.0
+    alone = span_features("Who led them?", 0, spans[:1], answers[:1])
+    assert alone["agree"] == 0.0 and alone["rival"] == FLOOR
+
+
+@pytest.mark.parametrize("change", [{"features": ["margin", "shoe_size"]},
+                                    {"right": [1.0, 0.0]}])
+def test_a_calibration_that_does_not_fit_its_features_is_one_clear_error(
+    tmp_path, make_engine, change
+):
+    cal = json.loads((MODEL_DIR / "calibration.json").read_text(encoding="utf-8"))
+    (tmp_path / "calibration.json").write_text(json.dumps(cal | change), encoding="utf-8")
+    engine = make_engine(HARBOUR, name="badcal")
+    engine.reader = TrainedReader(tmp_path)
+    with pytest.raises(QAError) as e:
+        engine.answer("Who is the harbour master?")
+    assert "\n" not in str(e.value) and "calibration" in str(e.value)

@@ -116,3 +116,31 @@ def test_weights_rebuilt_from_the_int8_model_give_its_logits():
         got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).start_logits[0].numpy()
     assert np.corrcoef(got, want)[0, 1] > 0.98
     assert int(np.argmax(got)) == int(np.argmax(want))
+
+
+def test_calibration_halves_keep_each_article_whole_and_split_every_source():
+    from training.calibrate import halves
+
+    rows = [{"source": "wiki", "article": f"wiki:{i % 8}"} for i in range(80)]
+    rows += [{"source": "one", "article": "one:only"} for _ in range(40)]
+    first = halves(rows)
+    for article in {r["article"] for r in rows if r["source"] == "wiki"}:
+        sides = {bool(first[i]) for i, r in enumerate(rows) if r["article"] == article}
+        assert len(sides) == 1
+    for source in ("wiki", "one"):
+        sides = [bool(first[i]) for i, r in enumerate(rows) if r["source"] == source]
+        assert 0 < sum(sides) < len(sides)
+
+
+def test_the_calibration_threshold_maximises_answerable_f1_plus_declines():
+    import numpy as np
+
+    from training.calibrate import best_threshold, outcome
+
+    # Right answers score 0.7-0.9, wrong ones and unanswerable questions 0.2-0.4.
+    p = np.array([0.9, 0.8, 0.7, 0.35, 0.3, 0.4, 0.2])
+    f1s = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    has = np.array([True, True, True, True, False, False, False])
+    t = best_threshold(p, f1s, has)
+    assert 0.4 < t <= 0.7
+    assert outcome(p, t, f1s, has) == (0.75, 1.0)

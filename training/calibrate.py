@@ -1,17 +1,24 @@
 """Calibrate the shipped reader on the validation split and measure it there.
 
-    python -m training.calibrate [--per-source 150]
+    python -m training.calibrate [--per-source 300]
 
 The validation questions (split off the training files by article, never trained on) are
-read as the pipeline reads them: the question's own paragraph among three other paragraphs
-of its article (or, where the article has no others, of its source). A quarter of the
-answerable questions lose their own paragraph, as when retrieval misses it: those have no
-answer. For each question the reader's best span gives two features, its margin over "no
-answer" and its log-probability; two logistic models are fitted on them, P(the answer is
-right) and P(the passages hold no answer). "Right" means token F1 >= 0.5 against a gold
-answer. The threshold maximises the mean of answerable F1 (a decline scores 0) and no-answer
-accuracy. Calibration error is measured on half the articles with models fitted on the other
-half; the shipped models are then fitted on all of them.
+read as the pipeline reads them: each source's validation articles are indexed as a folder
+of documents, and each question is answered from its source's folder by ``QA.retrieve``
+(hybrid retrieval, the reader's depth, each retriever's own best) and the reader's windows,
+so the features below are what the reader sees at question time, distractors and all. A
+quarter of the answerable questions have the passages holding their answer dropped from what
+is read, as for a question the documents do not answer; questions whose answer retrieval
+misses count as unanswerable too. For each question the reader's best span gives its
+features (``qa.reading.trained.span_features``: its margin over "no answer" and
+log-probability, agreement and rivalry between windows, its passage's rank, its length, how
+much of it the question already says); two logistic models are fitted on them, P(the answer
+is right) and P(the passages hold no answer). "Right" means
+token F1 >= 0.5 against a gold answer. The threshold maximises the mean of answerable F1 (a
+decline scores 0) and no-answer accuracy. Calibration error, answerable F1 and no-answer
+accuracy are also measured held out: on each half of the questions (split by article within
+each source) with models and threshold fitted on the other half. The shipped models are
+then fitted on all of them.
 
 Writes ``qa/reading/model/calibration.json`` and ``docs/reliability.png``.
 """
@@ -19,21 +26,27 @@ Writes ``qa/reading/model/calibration.json`` and ``docs/reliability.png``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from qa.reading.trained import FEATURES, FLOOR, MAX_LENGTH
 from training import data as data_mod
 
 HERE = Path(__file__).resolve().parent
 MODEL_DIR = HERE.parent / "qa" / "reading" / "model"
 PLOT = HERE.parent / "docs" / "reliability.png"
-DISTRACTORS = 3
 MISSING_SHARE = 0.25
+READ_PAST_MISSING = 8  # passages retrieved beyond the usual, to read when the answer's are dropped
 RIGHT_F1 = 0.5
+# The features of a question where no window has a span (the reader then declines).
+NO_SPAN = {"margin": FLOOR, "log_prob": FLOOR, "agree": 0.0, "rival": FLOOR, "rank": 8.0,
+           "answer_words": 0.0, "repeats_question": 0.0, "windows_answering": 0.0}
 BINS = 10
 
 
@@ -44,7 +57,8 @@ def f1(prediction: str, golds: list[str]) -> float:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50) -> np.ndarray:
-    """Weights (w1, w2, bias) by Newton's method with a small L2 penalty."""
+    """Weights (one per column of ``x``, then the bias) by Newton's method with a small L2
+    penalty."""
     X = np.hstack([x, np.ones((len(x), 1))])
     w = np.zeros(X.shape[1])
     for _ in range(steps):
@@ -56,7 +70,43 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-3, steps: int = 50
 
 
 def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.clip(x @ w[:2] + w[2], -50, 50)))
+    return 1 / (1 + np.exp(-np.clip(x @ w[:-1] + w[-1], -50, 50)))
+
+
+def outcome(p: np.ndarray, threshold: float, f1s: np.ndarray, has: np.ndarray) -> tuple[float, float]:
+    """(answerable F1, a decline scoring 0; no-answer accuracy) when answering at P(right) >=
+    ``threshold``."""
+    answered = p >= threshold
+    return (float(np.where(answered, f1s, 0)[has].mean()) if has.any() else 0.0,
+            float((~answered)[~has].mean()) if (~has).any() else 1.0)
+
+
+def best_threshold(p: np.ndarray, f1s: np.ndarray, has: np.ndarray) -> float:
+    """The threshold maximising answerable F1 + no-answer accuracy (the lower on ties)."""
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    return float(max(grid, key=lambda t: (sum(outcome(p, t, f1s, has)), -t)))
+
+
+def halves(rows: list[dict], seed: int = 1) -> np.ndarray:
+    """Two halves of the validation questions, each source split by article (by question
+    where a source has fewer than four articles, as the released SQuAD dev articles)."""
+    rng = random.Random(seed)
+    first = np.zeros(len(rows), dtype=bool)
+    by_source = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_source[r["source"]].append(i)
+    for source in sorted(by_source):
+        idx = by_source[source]
+        articles = sorted({rows[i]["article"] for i in idx})
+        if len(articles) >= 4:
+            rng.shuffle(articles)
+            chosen = set(articles[: len(articles) // 2])
+            for i in idx:
+                first[i] = rows[i]["article"] in chosen
+        else:
+            for i in idx:
+                first[i] = rng.random() < 0.5
+    return first
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS):
@@ -71,111 +121,165 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS):
     return float(ece), rows
 
 
-def cases(per_source: int, seed: int = 0):
-    """The validation questions, each with the paragraphs it is read among."""
-    _, val = data_mod.split(data_mod.read_all(check=False))
-    rng = random.Random(seed)
-    by_article, by_source = defaultdict(list), defaultdict(list)
+def corpora(val, root: Path) -> dict[str, Path]:
+    """One documents folder per source: each validation article a file, its paragraphs
+    separated by blank lines (a paragraph's own blank lines become line breaks)."""
+    folders = {}
+    by_file: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ex in val:
-        for pool in (by_article[data_mod.article_of(ex)], by_source[ex.source]):
-            if ex.context not in pool:
-                pool.append(ex.context)
-    picked = []
+        name = hashlib.sha1(data_mod.article_of(ex).encode()).hexdigest()[:16] + ".txt"
+        paragraph = re.sub(r"\n\s*\n", "\n", ex.context.strip())
+        if paragraph not in by_file[ex.source, name]:
+            by_file[ex.source, name].append(paragraph)
+    for (source, name), paragraphs in by_file.items():
+        folder = root / source
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / name
+        text = "\n\n".join(paragraphs) + "\n"
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+        folders[source] = folder
+    return folders
+
+
+def cases(per_source: int, work: Path, seed: int = 0):
+    """The validation questions, each with the passages the pipeline reads for it: every
+    source's validation articles are indexed as a documents folder and each question is
+    retrieved from its source's folder, as ``QA.answer`` retrieves. For a share of the
+    answerable questions the answer is taken out of reach (the passages holding a gold answer
+    are dropped from the retrieved ones and the next are read instead), as for a question
+    whose answer is not in the documents."""
+    from qa import QA
+    from qa.embedding import Encoder
+
+    _, val = data_mod.split(data_mod.read_all(check=False))
+    val = [ex for ex in val if ex.source != "covidqa"]
+    rng = random.Random(seed)
     groups = defaultdict(list)
     for ex in val:
-        if ex.source != "covidqa":
-            groups[ex.source].append(ex)
-    for source in sorted(groups):
-        items = groups[source]
-        picked.extend(rng.sample(items, min(per_source, len(items))))
+        groups[ex.source].append(ex)
+    folders = corpora(val, work / "calibration-docs")
+    encoder = Encoder()
     out = []
-    for ex in picked:
-        golds = [a["text"] for a in ex.answers]
-        lowered = [g.lower() for g in golds]
-        pool = [c for c in by_article[data_mod.article_of(ex)] if c != ex.context]
-        if len(pool) < DISTRACTORS:
-            pool += rng.sample(by_source[ex.source], min(len(by_source[ex.source]), 20))
-        pool = [c for c in dict.fromkeys(pool)
-                if c != ex.context and not any(g in c.lower() for g in lowered)]
-        texts = rng.sample(pool, min(DISTRACTORS, len(pool)))
-        missing = bool(golds) and rng.random() < MISSING_SHARE
-        if not missing:
-            texts.insert(rng.randrange(len(texts) + 1), ex.context)
-        out.append({"article": data_mod.article_of(ex), "source": ex.source,
-                    "question": ex.question, "texts": texts,
-                    "golds": [] if missing else golds, "kind": ex.kind if not missing else "missing"})
+    for source in sorted(groups):
+        engine = QA(folders[source], work / "calibration-index" / source, encoder=encoder,
+                    reader="trained")
+        items = groups[source]
+        for ex in rng.sample(items, min(per_source, len(items))):
+            golds = [a["text"] for a in ex.answers]
+            lowered = [g.lower() for g in golds]
+            missing = bool(golds) and rng.random() < MISSING_SHARE
+            index, _, hits = engine.retrieve(ex.question)
+            if missing:
+                wanted = len(hits)
+                _, _, more = engine.retrieve(ex.question, top_k=wanted + READ_PAST_MISSING)
+                hits = [h for h in more
+                        if not any(g in index.text(h.passage_id).lower() for g in lowered)]
+                hits = hits[:wanted]
+            texts = [index.text(h.passage_id) for h in hits]
+            in_reach = any(g in t.lower() for g in lowered for t in texts)
+            out.append({"article": data_mod.article_of(ex), "source": source,
+                        "question": ex.question, "texts": texts,
+                        "golds": golds if in_reach else [],
+                        "kind": "missing" if missing else ex.kind if in_reach or not golds
+                        else "not retrieved"})
     return out
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--per-source", type=int, default=150)
+    ap.add_argument("--per-source", type=int, default=300)
+    ap.add_argument("--features", default=",".join(FEATURES),
+                    help="comma-separated, from: " + ", ".join(FEATURES))
+    ap.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     args = ap.parse_args(argv)
-    from qa.reading.trained import SpanModel
-
-    model = SpanModel(MODEL_DIR)
-    rows = []
-    for case in cases(args.per_source):
-        spans = [s for s in model.best_spans(case["question"], case["texts"]) if s is not None]
-        best = max(spans, key=lambda s: s.margin) if spans else None
-        text = case["texts"][best.window][best.start : best.end] if best else ""
-        score = f1(text, case["golds"]) if case["golds"] else 0.0
-        rows.append({**{k: case[k] for k in ("article", "source", "kind")},
-                     "has_answer": bool(case["golds"]), "f1": score,
-                     "margin": best.margin if best else -30.0,
-                     "log_prob": best.log_prob if best else -30.0})
+    features = args.features.split(",")
+    if set(features) - set(FEATURES):
+        raise SystemExit(f"unknown features: {sorted(set(features) - set(FEATURES))}")
     work = HERE / "work"
-    work.mkdir(exist_ok=True)
-    (work / "calibration_rows.json").write_text(json.dumps(rows))
-    x = np.array([[r["margin"], r["log_prob"]] for r in rows])
+    rows = feature_rows(args.per_source, work)
+    x = np.array([[r["features"][f] for f in features] for r in rows])
     right = np.array([r["has_answer"] and r["f1"] >= RIGHT_F1 for r in rows], dtype=float)
-    none = np.array([not r["has_answer"] for r in rows], dtype=float)
-    articles = sorted({r["article"] for r in rows})
-    random.Random(1).shuffle(articles)
-    half = set(articles[: len(articles) // 2])
-    a = np.array([r["article"] in half for r in rows])
-    held = predict(fit_logistic(x[a], right[a]), x[~a])
-    ece, bins = reliability(held, right[~a])
-    w_right, w_none = fit_logistic(x, right), fit_logistic(x, none)
-    p = predict(w_right, x)
+    has = np.array([r["has_answer"] for r in rows])
     f1s = np.array([r["f1"] for r in rows])
-    has = none == 0
-
-    def outcome(t: float) -> tuple[float, float]:
-        answered = p >= t
-        return (float(np.where(answered, f1s, 0)[has].mean()),
-                float((~answered)[~has].mean()) if (~has).any() else 1.0)
-
-    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    threshold = float(max(grid, key=lambda t: (sum(outcome(t)), -t)))
-    ans_f1, no_acc = outcome(threshold)
+    # Held-out figures: models and threshold fitted on one half, measured on the other.
+    first = halves(rows)
+    held_p = np.zeros(len(rows))
+    held = {"answerable_f1": [], "no_answer_accuracy": []}
+    for fit_on in (first, ~first):
+        w = fit_logistic(x[fit_on], right[fit_on])
+        t = best_threshold(predict(w, x[fit_on]), f1s[fit_on], has[fit_on])
+        held_p[~fit_on] = predict(w, x[~fit_on])
+        ans_f1, no_acc = outcome(held_p[~fit_on], t, f1s[~fit_on], has[~fit_on])
+        held["answerable_f1"].append(ans_f1)
+        held["no_answer_accuracy"].append(no_acc)
+    ece, bins = reliability(held_p, right)
+    w_right, w_none = fit_logistic(x, right), fit_logistic(x, (~has).astype(float))
+    p = predict(w_right, x)
+    threshold = best_threshold(p, f1s, has)
+    ans_f1, no_acc = outcome(p, threshold, f1s, has)
     per_source = {}
     for source in sorted({r["source"] for r in rows}):
         sel = np.array([r["source"] == source for r in rows])
-        answered = p >= threshold
+        s_f1, s_no = outcome(p[sel], threshold, f1s[sel], has[sel])
         per_source[source] = {
             "questions": int(sel.sum()),
-            "answerable_f1": round(100 * float(np.where(answered, f1s, 0)[sel & has].mean()), 1)
-            if (sel & has).any() else None,
-            "no_answer_accuracy": round(100 * float((~answered)[sel & ~has].mean()), 1)
-            if (sel & ~has).any() else None,
+            "answerable_f1": round(100 * s_f1, 1) if (sel & has).any() else None,
+            "no_answer_accuracy": round(100 * s_no, 1) if (sel & ~has).any() else None,
         }
     result = {
+        "features": features,
         "right": [float(v) for v in w_right], "none": [float(v) for v in w_none],
-        "threshold": threshold, "features": ["margin", "log_prob"],
+        "threshold": threshold,
         "right_means": f"token F1 >= {RIGHT_F1} against a gold answer",
         "validation": {
             "questions": len(rows), "answerable": int(has.sum()),
             "answerable_f1": round(100 * ans_f1, 1), "no_answer_accuracy": round(100 * no_acc, 1),
             "gold_in_reach_f1": round(100 * float(f1s[has].mean()), 1),
+            "held_half_answerable_f1": round(100 * float(np.mean(held["answerable_f1"])), 1),
+            "held_half_no_answer_accuracy":
+                round(100 * float(np.mean(held["no_answer_accuracy"])), 1),
             "ece_held_half": round(ece, 4), "reliability_bins": bins, "per_source": per_source,
         },
     }
+    print(json.dumps({k: v for k, v in result["validation"].items()
+                      if k != "reliability_bins"}, indent=1))
+    print("threshold", threshold)
+    if args.dry_run:
+        return
     tmp = MODEL_DIR / "calibration.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(MODEL_DIR / "calibration.json")
     plot(bins, ece)
-    print(json.dumps(result["validation"], indent=1))
+
+
+def feature_rows(per_source: int, work: Path) -> list[dict]:
+    """Each validation question read by the model: its best span's features and F1. Kept in
+    ``work/calibration_rows.json`` for the model's file, so that another ``--features`` choice
+    reads nothing again."""
+    from qa.reading.trained import TrainedReader
+
+    model_file = MODEL_DIR / "reader.onnx"
+    stamp = {"model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
+             "max_length": MAX_LENGTH, "per_source": per_source, "features": list(FEATURES)}
+    saved = work / "calibration_rows.json"
+    if saved.is_file():
+        kept = json.loads(saved.read_text(encoding="utf-8"))
+        if kept.get("stamp") == stamp:
+            return kept["rows"]
+    reader = TrainedReader(MODEL_DIR)
+    rows = []
+    for case in cases(per_source, work):
+        reading = reader.judge(case["question"], case["texts"])
+        x, text = (reading.features, reading.text) if reading else (dict(NO_SPAN), "")
+        rows.append({**{k: case[k] for k in ("article", "source", "kind")},
+                     "has_answer": bool(case["golds"]),
+                     "f1": f1(text, case["golds"]) if case["golds"] else 0.0, "features": x})
+    work.mkdir(exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"stamp": stamp, "rows": rows}))
+    tmp.replace(saved)
+    return rows
 
 
 def plot(bins, ece: float) -> None:
@@ -193,7 +297,8 @@ def plot(bins, ece: float) -> None:
         ax.annotate(str(n), (c, a_), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlabel("confidence P(answer right)")
     ax.set_ylabel("share right")
-    ax.set_title(f"Reliability on held-out validation articles\nECE {ece:.3f}", fontsize=10)
+    ax.set_title(f"Reliability on held-out validation halves,\nread as the pipeline reads: ECE {ece:.3f}",
+                 fontsize=10)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)

@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         span = reference.best_spans(item["question"], [item["context"]])[0]
         item["fp32"] = None if span is None else {
             "start": span.start, "end": span.end, "margin": round(span.margin, 4)}
-    (MODEL_DIR / "fp32_sample.json").write_text(json.dumps(sample, indent=1, ensure_ascii=False))
+    recorded = {"max_length": reference.max_length, "questions": sample}
+    (MODEL_DIR / "fp32_sample.json").write_text(json.dumps(recorded, indent=1, ensure_ascii=False))
     size = (MODEL_DIR / "reader.onnx").stat().st_size
     print(f"int8 model: {size / 1e6:.1f} MB; fp32 sample of {len(sample)} questions written")
 

@@ -28,10 +28,10 @@ import numpy as np
 from ..errors import QAError
 from ..tokens import STOPWORDS
 from ..types import Answer, Hit
-from .answers import answer_key, quotes_for
+from .answers import answer_key, normalize_answer, quotes_for
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
-MAX_LENGTH = 192  # tokens per window, question included
+MAX_LENGTH = 256  # tokens per window, question included
 MAX_ANSWER_TOKENS = 30
 TOP_SPANS = 20  # best starts and ends combined per window
 WINDOW_STEP = 16  # tokens between the candidate windows of a long passage
@@ -49,29 +49,64 @@ class Span:
     log_prob: float  # log P(span) under the window's start and end softmaxes
 
 
+FEATURES = ("margin", "log_prob", "agree", "rival", "rank", "answer_words", "repeats_question",
+            "windows_answering")
+FLOOR = -30.0  # a margin's value where there is none
+
+
+def span_features(question: str, i: int, spans: list[Span], answers: list[str]) -> dict[str, float]:
+    """What the calibrator knows of ``spans[i]`` among the best spans of all the windows read
+    (``answers[j]`` is the text of ``spans[j]``): its own scores, how many other windows say
+    the same (``agree``), the best margin of a window saying something else (``rival``), the
+    rank of its passage among those read, its length, the share of its words the question
+    already says (an answer that repeats the question is rarely the answer), and how many
+    windows prefer a span to "no answer"."""
+    span, key = spans[i], answer_key(answers[i])
+    keys = [answer_key(a) for a in answers]
+    words = normalize_answer(answers[i]).split()
+    asked = set(normalize_answer(question).split())
+    return {
+        "margin": max(FLOOR, span.margin),
+        "log_prob": max(FLOOR, span.log_prob),
+        "agree": math.log1p(sum(1 for j, k in enumerate(keys) if j != i and k == key)),
+        "rival": max([FLOOR] + [s.margin for s, k in zip(spans, keys) if k != key]),
+        "rank": float(span.window),
+        "answer_words": math.log1p(len(words)),
+        "repeats_question": sum(w in asked for w in words) / max(1, len(words)),
+        "windows_answering": float(sum(1 for s in spans if s.margin > 0)),
+    }
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Logistic models over a window's (margin, log_prob): P(answer right), P(no answer)."""
+    """Logistic models over a span's features (``span_features``): P(answer right) and
+    P(no answer), each weights for ``features`` then a bias."""
 
-    right: tuple[float, float, float]
-    none: tuple[float, float, float]
+    features: tuple[str, ...]
+    right: tuple[float, ...]
+    none: tuple[float, ...]
     threshold: float  # answer when P(right) reaches it
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
         d = json.loads(path.read_text(encoding="utf-8"))
-        return cls(tuple(d["right"]), tuple(d["none"]), float(d["threshold"]))
+        features = tuple(d["features"])
+        unknown = set(features) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"unknown features {sorted(unknown)}")
+        if not len(d["right"]) == len(d["none"]) == len(features) + 1:
+            raise ValueError("the weights do not match the features")
+        return cls(features, tuple(d["right"]), tuple(d["none"]), float(d["threshold"]))
 
-    @staticmethod
-    def _logistic(w: tuple[float, float, float], span: Span) -> float:
-        z = w[0] * span.margin + w[1] * span.log_prob + w[2]
+    def _logistic(self, w: tuple[float, ...], x: dict[str, float]) -> float:
+        z = sum(wi * x[f] for wi, f in zip(w, self.features)) + w[-1]
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
-    def p_right(self, span: Span) -> float:
-        return self._logistic(self.right, span)
+    def p_right(self, x: dict[str, float]) -> float:
+        return self._logistic(self.right, x)
 
-    def p_none(self, span: Span) -> float:
-        return self._logistic(self.none, span)
+    def p_none(self, x: dict[str, float]) -> float:
+        return self._logistic(self.none, x)
 
 
 class SpanModel:
@@ -191,6 +226,21 @@ def _best_span(window: int, start: np.ndarray, end: np.ndarray, first: int, n_ct
                 float(log_s[first + i] + log_e[first + j]))
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The windows' best spans and their texts, their order by margin, and the best one's
+    features."""
+
+    spans: list[Span]
+    answers: list[str]
+    order: list[int]
+    features: dict[str, float]
+
+    @property
+    def text(self) -> str:
+        return self.answers[self.order[0]]
+
+
 class TrainedReader:
     """The default reader (``--reader trained``); see the module's docstring."""
 
@@ -206,45 +256,54 @@ class TrainedReader:
     def annotator(self):
         return None  # reads passage texts only
 
-    def _load(self) -> tuple[SpanModel, Calibration]:
+    def span_model(self) -> SpanModel:
         if self._model is None:
             with self._lock:
                 if self._model is None:
+                    self._model = SpanModel(self.model_dir)
+        return self._model
+
+    def calibration(self) -> Calibration:
+        if self._calibration is None:
+            with self._lock:
+                if self._calibration is None:
                     try:
-                        calibration = Calibration.load(self.model_dir / "calibration.json")
+                        self._calibration = Calibration.load(self.model_dir / "calibration.json")
                     except (OSError, ValueError, KeyError, TypeError) as e:
                         raise QAError(f"reader calibration in {self.model_dir} is unreadable: "
                                       f"{e}".splitlines()[0]) from None
-                    self._model = SpanModel(self.model_dir)
-                    self._calibration = calibration
-        assert self._calibration is not None
-        return self._model, self._calibration
+        return self._calibration
+
+    def judge(self, question: str, texts: list[str]) -> Reading | None:
+        """The best span over ``texts`` and its features (None where no text has a span)."""
+        spans = [s for s in self.span_model().best_spans(question, texts) if s is not None]
+        if not spans:
+            return None
+        answers = [texts[s.window][s.start : s.end] for s in spans]
+        order = sorted(range(len(spans)), key=lambda i: -spans[i].margin)
+        return Reading(spans, answers, order, span_features(question, order[0], spans, answers))
 
     def read(self, question: str, query_vector, index, hits: list[Hit], top_k: int) -> Answer:
-        model, calibration = self._load()
         texts = [index.text(h.passage_id) for h in hits]
-        spans = [s for s in model.best_spans(question, texts) if s is not None]
-        if not spans:
+        reading = self.judge(question, texts)
+        calibration = self.calibration()
+        if reading is None:
             return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
-        best = max(spans, key=lambda s: s.margin)
-        p_right = calibration.p_right(best)
+        p_right = calibration.p_right(reading.features)
         if p_right < calibration.threshold:
-            return Answer(question, None, round(calibration.p_none(best), 3),
+            return Answer(question, None, round(calibration.p_none(reading.features), 3),
                           quotes_for(index, hits, [], top_k))
-        text = texts[best.window][best.start : best.end]
-        key = answer_key(text)
+        spans, answers, order = reading.spans, reading.answers, reading.order
+        key = answer_key(reading.text)
         # Other passages whose own best span says the same, strongest first.
-        same = sorted(
-            (s for s in spans if s is not best
-             and answer_key(texts[s.window][s.start : s.end]) == key
-             and calibration.p_right(s) >= calibration.threshold),
-            key=lambda s: -s.margin,
-        )
-        stated = [(hits[s.window].passage_id, s.start, s.end) for s in [best, *same]]
+        same = [spans[i] for i in order[1:] if answer_key(answers[i]) == key
+                and calibration.p_right(span_features(question, i, spans, answers))
+                >= calibration.threshold]
+        stated = [(hits[s.window].passage_id, s.start, s.end) for s in [spans[order[0]], *same]]
         sources = []
         for pid, _, _ in stated:
             source = index.passage(pid).source
             if source not in sources:
                 sources.append(source)
-        return Answer(question, text, round(p_right, 3), quotes_for(index, hits, stated, top_k),
-                      sources)
+        return Answer(question, reading.text, round(p_right, 3),
+                      quotes_for(index, hits, stated, top_k), sources)

@@ -1,0 +1,81 @@
+"""What the trained reader's threshold trades: answerable F1 against no-answer accuracy at
+several thresholds on P(right), each question read once.
+
+    python -m benchmarks.tradeoff [--sets squad-heldout,blind] [--thresholds 0.3,0.4,...]
+
+The shipped threshold was chosen on the training data's validation split
+(``training/calibrate.py``); this shows what another one would give on the evaluation sets,
+without choosing anything. Writes ``benchmarks/out/tradeoff.md`` and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from benchmarks.quality import ROOT, SETS
+
+
+def read_once(engine, questions) -> list[tuple[float, float, bool]]:
+    """(P(right), F1 of the best span, unanswerable) for each question."""
+    from qa.evaluate import f1_score
+
+    reader = engine.reader
+    calibration = reader.calibration()
+    out = []
+    for q in questions:
+        index, _, hits = engine.retrieve(q.question)
+        reading = reader.judge(q.question, [index.text(h.passage_id) for h in hits])
+        if reading is None:
+            out.append((0.0, 0.0, q.impossible))
+            continue
+        f1 = 0.0 if q.impossible else max(f1_score(reading.text, g) for g in q.answers)
+        out.append((calibration.p_right(reading.features), f1, q.impossible))
+    return out
+
+
+def trade(rows: list[tuple[float, float, bool]], threshold: float) -> tuple[float, float]:
+    """(answerable F1, a decline scoring 0; no-answer accuracy), in percent."""
+    answerable = [f1 if p >= threshold else 0.0 for p, f1, impossible in rows if not impossible]
+    declined = [p < threshold for p, _, impossible in rows if impossible]
+    return (100 * sum(answerable) / max(1, len(answerable)),
+            100 * sum(declined) / max(1, len(declined)))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default="squad-heldout")
+    ap.add_argument("--thresholds", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    args = ap.parse_args(argv)
+    from qa import QA
+    from qa.embedding import Encoder
+    from qa.evaluate import load_questions
+
+    encoder = Encoder()
+    thresholds = [float(t) for t in args.thresholds.split(",")]
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sets.split(","):
+            docs, path = SETS[name]
+            engine = QA(docs, Path(tmp) / name, encoder=encoder, reader="trained")
+            shipped = engine.reader.calibration().threshold
+            rows = read_once(engine, load_questions(path))
+            lines += [f"**{name}** ({len(rows)} questions), answerable F1 / no-answer % by "
+                      "threshold on P(right):", "",
+                      "| threshold | " + " | ".join(
+                          f"{t:.2f}" + (" (shipped)" if t == shipped else "")
+                          for t in sorted({*thresholds, shipped})) + " |",
+                      "|---|" + "---:|" * len({*thresholds, shipped}),
+                      "| F1 / no-answer | " + " | ".join(
+                          "{:.1f} / {:.0f}".format(*trade(rows, t))
+                          for t in sorted({*thresholds, shipped})) + " |", ""]
+    table = "\n".join(lines)
+    out = ROOT / "benchmarks" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tradeoff.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
