@@ -6,7 +6,8 @@ most ``MAX_LENGTH`` tokens; a longer passage is cut to the window holding most o
 question's words. All windows go through the model in one batch. In each window the model
 scores every span (start + end logit) against "no answer" (the [CLS] token); the best span
 over all windows is the answer, and a calibrator fitted on the training data's validation
-split (``model/calibration.json``) turns its scores into the probability that it is right.
+split, read as the pipeline reads (``model/calibration.json``, ``training/calibrate.py``),
+turns its features (``span_features``) into the probability that it is right.
 Below the calibrated threshold the reader declines. Spans that say the same thing in several
 documents are merged into one answer citing them all.
 
