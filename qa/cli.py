@@ -15,9 +15,12 @@ from .errors import QAError
 
 def _engine(args):
     from .pipeline import QA
+    from .reading import make_reader
 
-    return QA(args.seeds, args.index, model=args.model,
-              reader=getattr(args, "reader", config.READER), store=args.store)
+    reader = getattr(args, "reader", config.READER)
+    if getattr(args, "min_confidence", None) is not None:
+        reader = make_reader(reader, min_confidence=args.min_confidence)
+    return QA(args.seeds, args.index, model=args.model, reader=reader, store=args.store)
 
 
 def _progress_bar():
@@ -216,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--reader", default=config.READER,
                         help="trained (default: our own model), rules, rules:fast (no spaCy), "
                              "or transformers:MODEL")
+    common.add_argument("--min-confidence", default=None, metavar="P",
+                        help="the trained reader answers when P(right) reaches P, from 0 to 1 "
+                             "(default: $QA_MIN_CONFIDENCE, else its calibrated threshold)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("build", parents=[common], help="index the documents folder")

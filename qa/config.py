@@ -33,6 +33,9 @@ EMBED_BATCH_SIZE = 64
 # The reader: "trained" (our own model, qa/reading/model), "rules", "rules:fast" or
 # "transformers:MODEL"; see qa/reading/__init__.py.
 READER = os.environ.get("QA_READER", "trained")
+# The trained reader answers when its P(right) reaches this; empty: the threshold calibrated
+# with the model (qa/reading/model/calibration.json). Lower answers more, higher declines more.
+MIN_CONFIDENCE = os.environ.get("QA_MIN_CONFIDENCE", "")
 
 # The formats read, each by its loader in qa/documents/loaders.py (qa.documents.SUFFIXES).
 DOCUMENT_SUFFIXES = (".txt", ".md", ".pdf", ".html", ".htm", ".docx")

@@ -57,6 +57,18 @@ def test_build_ask_status(corpus, capsys):
     assert "stale: added: new.txt" in capsys.readouterr().out
 
 
+def test_min_confidence_decides_when_the_trained_reader_answers(corpus, capsys):
+    assert main(["ask", INTERCEPTORS, "--json", "--min-confidence", "1", *run(corpus)]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] is None
+    assert main(["ask", "What is the population of Kyiv?", "--json", "--min-confidence", "0",
+                 *run(corpus)]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] is not None
+    for bad in (["--min-confidence", "high"], ["--min-confidence", "0.5", "--reader", "rules"]):
+        assert main(["ask", INTERCEPTORS, *bad, *run(corpus)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("qa: error:") and "confidence" in err and "\n" not in err
+
+
 def test_no_answer_is_said_plainly(corpus, capsys):
     assert main(["ask", "What is the population of Kyiv?", *run(corpus)]) == 0
     out = capsys.readouterr().out

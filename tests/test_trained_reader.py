@@ -191,3 +191,24 @@ def test_a_calibration_that_does_not_fit_its_features_is_one_clear_error(
     with pytest.raises(QAError) as e:
         engine.answer("Who is the harbour master?")
     assert "\n" not in str(e.value) and "calibration" in str(e.value)
+
+
+def test_min_confidence_moves_the_line_between_answering_and_declining(harbour):
+    answered = "Who is the harbour master of Brenmouth?"
+    declined = "What is the boiling point of liquid nitrogen?"
+    assert harbour.answer(answered).text is not None and harbour.answer(declined).text is None
+    harbour.reader = TrainedReader(min_confidence=1.0)
+    assert harbour.answer(answered).text is None
+    harbour.reader = TrainedReader(min_confidence="0")
+    r = harbour.answer(declined)
+    assert r.text is not None and r.score < TrainedReader().threshold()
+
+
+@pytest.mark.parametrize("value", ["often", 1.5, -0.1, "nan"])
+def test_a_bad_min_confidence_is_one_clear_error(monkeypatch, value):
+    with pytest.raises(QAError) as e:
+        TrainedReader(min_confidence=value)
+    assert "\n" not in str(e.value) and "confidence" in str(e.value)
+    monkeypatch.setattr("qa.config.MIN_CONFIDENCE", str(value))
+    with pytest.raises(QAError):
+        TrainedReader()

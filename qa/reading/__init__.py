@@ -16,13 +16,16 @@ DEFAULT_READER = config.READER
 READERS = ("trained", "rules", "rules:fast", "transformers:MODEL")
 
 
-def make_reader(spec: str | None = None) -> Reader:
-    """A reader from its spec (see ``READERS``)."""
+def make_reader(spec: str | None = None, min_confidence: float | str | None = None) -> Reader:
+    """A reader from its spec (see ``READERS``). ``min_confidence``: the P(right) the trained
+    reader needs to answer (default: its calibrated threshold); other readers take none."""
     spec = spec or DEFAULT_READER
+    if min_confidence is not None and spec != "trained":
+        raise QAError(f"a minimum confidence applies to the trained reader only, not {spec!r}")
     if spec == "trained":
         from .trained import TrainedReader
 
-        return TrainedReader()
+        return TrainedReader(min_confidence=min_confidence)
     if spec in ("rules", "rules:fast"):
         from .rules import RulesReader
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import config
 from ..errors import QAError
 from ..tokens import STOPWORDS
 from ..types import Answer, Hit
@@ -248,8 +249,12 @@ class TrainedReader:
     name = "trained"
     depth = 4  # fused passages read, besides each retriever's own best two
 
-    def __init__(self, model_dir: str | Path = MODEL_DIR):
+    def __init__(self, model_dir: str | Path = MODEL_DIR, min_confidence: float | str | None = None):
+        """``min_confidence``: answer when P(right) reaches it (default ``QA_MIN_CONFIDENCE``,
+        else the calibrated threshold)."""
         self.model_dir = Path(model_dir)
+        self.min_confidence = _probability(
+            (config.MIN_CONFIDENCE or None) if min_confidence is None else min_confidence)
         self._model: SpanModel | None = None
         self._calibration: Calibration | None = None
         self._lock = threading.Lock()
@@ -275,6 +280,12 @@ class TrainedReader:
                                       f"{e}".splitlines()[0]) from None
         return self._calibration
 
+    def threshold(self) -> float:
+        """The P(right) an answer needs: ``min_confidence``, else the calibrated threshold."""
+        if self.min_confidence is not None:
+            return self.min_confidence
+        return self.calibration().threshold
+
     def judge(self, question: str, texts: list[str]) -> Reading | None:
         """The best span over ``texts`` and its features (None where no text has a span)."""
         spans = [s for s in self.span_model().best_spans(question, texts) if s is not None]
@@ -287,11 +298,11 @@ class TrainedReader:
     def read(self, question: str, query_vector, index, hits: list[Hit], top_k: int) -> Answer:
         texts = [index.text(h.passage_id) for h in hits]
         reading = self.judge(question, texts)
-        calibration = self.calibration()
+        calibration, threshold = self.calibration(), self.threshold()
         if reading is None:
             return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
         p_right = calibration.p_right(reading.features)
-        if p_right < calibration.threshold:
+        if p_right < threshold:
             return Answer(question, None, round(calibration.p_none(reading.features), 3),
                           quotes_for(index, hits, [], top_k))
         spans, answers, order = reading.spans, reading.answers, reading.order
@@ -299,7 +310,7 @@ class TrainedReader:
         # Other passages whose own best span says the same, strongest first.
         same = [spans[i] for i in order[1:] if answer_key(answers[i]) == key
                 and calibration.p_right(span_features(question, i, spans, answers))
-                >= calibration.threshold]
+                >= threshold]
         stated = [(hits[s.window].passage_id, s.start, s.end) for s in [spans[order[0]], *same]]
         sources = []
         for pid, _, _ in stated:
@@ -308,3 +319,16 @@ class TrainedReader:
                 sources.append(source)
         return Answer(question, reading.text, round(p_right, 3),
                       quotes_for(index, hits, stated, top_k), sources)
+
+
+def _probability(value: float | str | None) -> float | None:
+    """``value`` as a probability (None stays None); anything else is a one-line QAError."""
+    if value is None:
+        return None
+    try:
+        p = float(value)
+    except (TypeError, ValueError):
+        p = math.nan
+    if not 0.0 <= p <= 1.0:
+        raise QAError(f"minimum confidence must be a number from 0 to 1, not {value!r}")
+    return p
