@@ -61,15 +61,15 @@ def main(argv=None) -> None:
             engine = QA(docs, Path(tmp) / name, encoder=encoder, reader="trained")
             shipped = engine.reader.calibration().threshold
             rows = read_once(engine, load_questions(path))
+            points = sorted({*thresholds, shipped})
             lines += [f"**{name}** ({len(rows)} questions), answerable F1 / no-answer % by "
                       "threshold on P(right):", "",
                       "| threshold | " + " | ".join(
-                          f"{t:.2f}" + (" (shipped)" if t == shipped else "")
-                          for t in sorted({*thresholds, shipped})) + " |",
-                      "|---|" + "---:|" * len({*thresholds, shipped}),
+                          f"{t:.2f}" + (" (shipped)" if t == shipped else "") for t in points)
+                      + " |",
+                      "|---|" + "---:|" * len(points),
                       "| F1 / no-answer | " + " | ".join(
-                          "{:.1f} / {:.0f}".format(*trade(rows, t))
-                          for t in sorted({*thresholds, shipped})) + " |", ""]
+                          "{:.1f} / {:.0f}".format(*trade(rows, t)) for t in points) + " |", ""]
     table = "\n".join(lines)
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
