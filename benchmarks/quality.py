@@ -62,6 +62,21 @@ def answered_calibration(rows: list[dict]) -> dict:
             "share_right": round(float(y.mean()), 3), "ece": round(float(ece), 3)}
 
 
+def guesses(rows: list[dict]) -> dict:
+    """Over the declines that name a likeliest candidate: how many, their mean confidence, and
+    the share right (F1 >= 0.5 on an answerable question; a guess on an unanswerable one is
+    wrong)."""
+    declined = [r for r in rows if r["prediction"] is None]
+    guessed = [r for r in declined if r.get("guess") is not None]
+    if not guessed:
+        return {"declined": len(declined), "guessed": 0}
+    right = [not r["impossible"] and r.get("guess_f1", 0) >= 0.5 for r in guessed]
+    return {"declined": len(declined), "guessed": len(guessed),
+            "guessed_unanswerable": sum(r["impossible"] for r in guessed),
+            "mean_confidence": round(sum(r["guess_confidence"] for r in guessed) / len(guessed), 3),
+            "share_right": round(sum(right) / len(right), 3)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default=",".join(SETS))
@@ -90,6 +105,7 @@ def main(argv=None) -> None:
                     "latency_ms_median": report.latency_ms_median,
                     "seconds": round(time.perf_counter() - t0, 1),
                     "calibration": answered_calibration(report.rows),
+                    "guesses": guesses(report.rows),
                 }
                 results[name]["retrieval_top1_hit"] = report.retrieval_first_hit["hybrid"]
                 if "retrieval" not in results[name]:

@@ -54,7 +54,7 @@ EMPTY_WORDS = (
 SUBSTITUTION_OPENERS = ("and what about ", "what about ", "how about ", "and how about ",
                         "what of ", "and for ", "and ", "same for ", "also ")
 _TOKEN = re.compile(r"[$€£]?\d[\d,.]*%?|[^\W\d_][\w'’-]*|[^\w\s]")
-_NO_ANSWER = re.compile(r"^the documents do not say", re.IGNORECASE)
+_NO_ANSWER = re.compile(r"^(the documents do not say|not sure enough to answer)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

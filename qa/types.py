@@ -42,7 +42,8 @@ class Quote:
     end: int
     score: float  # retrieval relevance of the passage in [0, 1] (not a confidence)
     paragraph: int
-    answer_start: int | None = None  # file offsets of the answer inside this passage
+    # File offsets of the answer inside this passage (on a decline with a guess: of the guess).
+    answer_start: int | None = None
     answer_end: int | None = None
     location: str = ""  # "page 3" (PDF) or the section heading, when the format has them
 
@@ -68,9 +69,17 @@ class Answer:
     # In a conversation: the standalone question a follow-up was rewritten into and answered
     # as (None when the question stood alone and was answered as asked).
     standalone: str | None = None
+    # On a decline where an answer is likelier than none, but not likely enough: the reader's
+    # best candidate and the calibrated probability that it is right.
+    guess: str | None = None
+    guess_confidence: float | None = None
 
     @property
     def message(self) -> str:
+        if self.text is None and self.guess is not None:
+            confidence = round(100 * (self.guess_confidence or 0.0))
+            return (f"Not sure enough to answer: perhaps “{self.guess}” (confidence "
+                    f"{confidence}%). The closest passages are quoted below.")
         if self.text is None:
             return "The documents do not say. The closest passages are quoted below."
         return self.text

@@ -731,3 +731,13 @@ def test_every_interface_gives_the_same_quotes_in_the_same_order(
         assert f"no answer {round(r.score * 100)}%" in reply
     else:
         assert f"confidence {round(r.score * 100)}%" in reply
+
+
+def test_a_guess_is_offered_as_a_guess_not_an_answer():
+    q = quote("Harbour master Idris Calloway said so.", "a.txt", answer="Idris Calloway")
+    ans = Answer("Who runs the harbour?", None, 0.3, [q], [], guess="Idris Calloway",
+                 guess_confidence=0.42)
+    text = html.unescape(app.format_reply(ans))
+    assert "Not sure enough to answer: perhaps \u201cIdris Calloway\u201d (confidence 42%)" in text
+    assert "<strong>" not in text and "<mark>Idris Calloway</mark>" in text
+    assert "Closest passages (1)" in text

@@ -8,6 +8,7 @@ import pytest
 
 from qa import QAError
 from qa.conversation import Turn, standalone_question, turns_from_history
+from qa.types import Answer
 
 from .conftest import DATA
 
@@ -110,6 +111,11 @@ def test_history_accepts_declines_parts_and_system_messages():
     ]
     (only,) = turns_from_history(history)
     assert only.answer is None and only.question == "Who founded the observatory?"
+    history[-1]["content"] = Answer("Who founded the observatory?", None, 0.3, guess="Ines Walther",
+                                    guess_confidence=0.4).message
+    assert history[-1]["content"].startswith("Not sure enough")
+    (only,) = turns_from_history(history)
+    assert only.answer is None
 
 
 @pytest.mark.parametrize("history", [

@@ -68,6 +68,7 @@ def test_answers_and_offsets_slice_back_out_of_the_file(harbour, question, gold)
 def test_declines_when_the_documents_hold_no_answer(harbour, question):
     r = harbour.answer(question)
     assert r.text is None, r.text
+    assert r.guess is None and r.message.startswith("The documents do not say")
     assert r.quotes and all(q.answer_start is None for q in r.quotes)
     assert 0.0 <= r.score <= 1.0
 
@@ -212,3 +213,17 @@ def test_a_bad_min_confidence_is_one_clear_error(monkeypatch, value):
     monkeypatch.setattr("qa.config.MIN_CONFIDENCE", str(value))
     with pytest.raises(QAError):
         TrainedReader()
+
+
+def test_an_answer_not_sure_enough_is_named_as_a_guess_and_marked_in_its_passage(harbour):
+    question = "Who is the harbour master of Brenmouth?"
+    confident = harbour.answer(question)
+    harbour.reader = TrainedReader(min_confidence=1.0)
+    r = harbour.answer(question)
+    assert r.text is None and r.score < 0.5, "an answer is likelier than none"
+    assert r.guess == confident.text and r.guess_confidence == confident.score
+    assert r.message.startswith("Not sure enough to answer") and confident.text in r.message
+    first = r.quotes[0]
+    text = (harbour.seeds_dir / first.source).read_text(encoding="utf-8")
+    assert text[first.answer_start : first.answer_end] == r.guess
+    assert all(q.answer_start is None for q in r.quotes[1:])

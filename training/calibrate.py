@@ -192,12 +192,14 @@ def main(argv=None) -> None:
     ap.add_argument("--features", default=",".join(FEATURES),
                     help="comma-separated, from: " + ", ".join(FEATURES))
     ap.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    ap.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                    help="the reader to calibrate (a candidate's folder: reader.onnx, tokenizer.json)")
     args = ap.parse_args(argv)
     features = args.features.split(",")
     if set(features) - set(FEATURES):
         raise SystemExit(f"unknown features: {sorted(set(features) - set(FEATURES))}")
     work = HERE / "work"
-    rows = feature_rows(args.per_source, work)
+    rows = feature_rows(args.per_source, work, args.model_dir)
     x = np.array([[r["features"][f] for f in features] for r in rows])
     right = np.array([r["has_answer"] and r["f1"] >= RIGHT_F1 for r in rows], dtype=float)
     has = np.array([r["has_answer"] for r in rows])
@@ -247,27 +249,28 @@ def main(argv=None) -> None:
     print("threshold", threshold)
     if args.dry_run:
         return
-    tmp = MODEL_DIR / "calibration.json.tmp"
+    tmp = args.model_dir / "calibration.json.tmp"
     tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(MODEL_DIR / "calibration.json")
-    plot(bins, ece)
+    tmp.replace(args.model_dir / "calibration.json")
+    if args.model_dir == MODEL_DIR:
+        plot(bins, ece)
 
 
-def feature_rows(per_source: int, work: Path) -> list[dict]:
+def feature_rows(per_source: int, work: Path, model_dir: Path = MODEL_DIR) -> list[dict]:
     """Each validation question read by the model: its best span's features and F1. Kept in
-    ``work/calibration_rows.json`` for the model's file, so that another ``--features`` choice
-    reads nothing again."""
+    ``work/calibration_rows.<sha>.json`` for the model's file, so that another ``--features``
+    choice reads nothing again."""
     from qa.reading.trained import TrainedReader
 
-    model_file = MODEL_DIR / "reader.onnx"
+    model_file = model_dir / "reader.onnx"
     stamp = {"model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
              "max_length": MAX_LENGTH, "per_source": per_source, "features": list(FEATURES)}
-    saved = work / "calibration_rows.json"
+    saved = work / f"calibration_rows.{stamp['model_sha256'][:12]}.json"
     if saved.is_file():
         kept = json.loads(saved.read_text(encoding="utf-8"))
         if kept.get("stamp") == stamp:
             return kept["rows"]
-    reader = TrainedReader(MODEL_DIR)
+    reader = TrainedReader(model_dir)
     rows = []
     for case in cases(per_source, work):
         reading = reader.judge(case["question"], case["texts"])

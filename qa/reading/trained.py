@@ -302,10 +302,15 @@ class TrainedReader:
         if reading is None:
             return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
         p_right = calibration.p_right(reading.features)
-        if p_right < threshold:
-            return Answer(question, None, round(calibration.p_none(reading.features), 3),
-                          quotes_for(index, hits, [], top_k))
         spans, answers, order = reading.spans, reading.answers, reading.order
+        if p_right < threshold:
+            p_none = calibration.p_none(reading.features)
+            if p_none >= 0.5:
+                return Answer(question, None, round(p_none, 3), quotes_for(index, hits, [], top_k))
+            best = spans[order[0]]
+            guessed = [(hits[best.window].passage_id, best.start, best.end)]
+            return Answer(question, None, round(p_none, 3), quotes_for(index, hits, guessed, top_k),
+                          guess=reading.text, guess_confidence=round(p_right, 3))
         key = answer_key(reading.text)
         # Other passages whose own best span says the same, strongest first.
         same = [spans[i] for i in order[1:] if answer_key(answers[i]) == key
