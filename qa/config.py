@@ -40,6 +40,7 @@ MIN_CONFIDENCE = os.environ.get("QA_MIN_CONFIDENCE", "")
 # The formats read, each by its loader in qa/documents/loaders.py (qa.documents.SUFFIXES).
 DOCUMENT_SUFFIXES = (".txt", ".md", ".pdf", ".html", ".htm", ".docx")
 MAX_FILE_BYTES = int(os.environ.get("QA_MAX_FILE_BYTES", 20 * 1024 * 1024))
+UNPACKED_RATIO = 10  # a .docx may unpack to at most this many times MAX_FILE_BYTES
 
 # Passage splitting.
 MAX_PASSAGE_CHARS = 1200

@@ -271,6 +271,21 @@ def test_damaged_and_foreign_docx_files_are_refused():
     assert "no text" in _refusal(docx_bytes([("Normal", "  ")]), "blank.docx")
 
 
+def test_a_docx_that_unpacks_far_past_its_size_is_refused_before_parsing(monkeypatch):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO(docx_bytes([("Normal", HARBOUR)]))
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/media/padding.bin", bytes(3_000_000))  # deflates to ~3 KB
+    data = buffer.getvalue()
+    assert len(data) < 100_000
+    assert HARBOUR in extract(data, "padded.docx").text  # under the default limit: read
+    monkeypatch.setattr(config, "MAX_FILE_BYTES", 100_000)  # unpacked limit: 1 MB
+    message = _refusal(data, "bomb.docx")
+    assert message.startswith("bomb.docx: unpacks to ") and "over the 1 MB limit" in message
+
+
 # -- every format -----------------------------------------------------------------------------
 
 

@@ -292,8 +292,20 @@ def _docx(data: bytes, source: str) -> Extracted:
         raise QAError(
             f"{source}: an encrypted or old-format (.doc) Word file, not a readable .docx; skipped"
         )
+    import zipfile
+
     import docx
 
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise QAError(f"{source}: not a readable .docx file ({_reason(e)}); skipped") from None
+    # zipfile never inflates a member past its declared size, so this bounds the memory used.
+    limit = config.UNPACKED_RATIO * config.MAX_FILE_BYTES
+    if unpacked > limit:
+        raise QAError(f"{source}: unpacks to {unpacked / 1e6:.0f} MB, over the "
+                      f"{limit / 1e6:.0f} MB limit for a .docx (a zip bomb?); skipped")
     try:
         extracted = _join(_docx_blocks(docx.Document(io.BytesIO(data))))
     except Exception as e:  # zipfile, lxml and python-docx each raise their own
