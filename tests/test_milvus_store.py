@@ -19,6 +19,8 @@ import pytest
 from qa import QA, QAError
 from qa.cli import main
 from qa.index import milvus as milvus_mod
+from qa.index.milvus import build as milvus_build
+from qa.index.milvus import client as milvus_client
 
 from .conftest import DEV_QUESTIONS, ROOT, SEEDS
 
@@ -254,7 +256,7 @@ def test_an_update_that_fails_midway_loses_nothing(make_milvus, monkeypatch, cap
     def boom(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(milvus_mod._Build, "_write", boom)
+    monkeypatch.setattr(milvus_build.Build, "_write", boom)
     with pytest.raises(OSError, match="simulated"):
         engine.rebuild()
     # The served index still answers, from what it held.
@@ -381,7 +383,7 @@ def test_bad_store_uris_are_refused_in_one_line(tmp_path, uri, message, capsys):
 
 def test_a_missing_pymilvus_names_the_extra(make_milvus, monkeypatch):
     monkeypatch.setitem(sys.modules, "pymilvus", None)
-    monkeypatch.setattr(milvus_mod, "_clients", {})
+    monkeypatch.setattr(milvus_client, "_clients", {})
     engine = make_milvus({"depot.txt": DEPOT})
     with pytest.raises(QAError, match=r"install the milvus extra: pip install -e '\.\[milvus\]'"):
         engine.answer("How many crates?")
