@@ -51,7 +51,9 @@ train: install
 		--mixture no-answer --lr 3e-5 --steps 598
 	$(PY) -m training.train --work training/work-stage3 --init training/work-stage2b/final \
 		--mixture hard-negatives --lr 3e-5 --steps 800
-	$(PY) -m training.export --work training/work-stage3
+	$(PY) -m training.train --work training/work-stage5 --init training/work-stage3/final \
+		--mixture perturbations --seed 3 --lr 3e-5 --steps 1000
+	$(PY) -m training.export --work training/work-stage5
 	$(PY) -m training.calibrate
 
 eval: install

@@ -90,6 +90,25 @@ def test_typed_swaps_replace_an_entity_with_one_of_its_type_the_paragraph_lacks(
         assert new and all(w not in e.context for w in new)
 
 
+def test_perturbed_questions_ask_what_their_paragraph_does_not_say():
+    exs = [example(0, "a", "Who was the first manager of the depot?", "Idra Lune"),
+           example(1, "a", "What was stored in the depot?", "grain"),
+           example(2, "a", "When did the depot open?", "1931"),  # neither kind applies
+           example(3, "a", "What was the largest crate?", "4,312 crates",
+                   CONTEXT + " The largest and smallest crates were weighed.")]
+    made = {e.qid: e for e in data.perturbed_negatives(exs, rate=1.0)}
+    assert made["q0:opposite"].question == "Who was the last manager of the depot?"
+    assert made["q1:negated"].question == "What was not stored in the depot?"
+    assert all(not e.answers and e.kind in ("opposite", "negated") for e in made.values())
+    assert not any(k.startswith("q2:") for k in made)
+    # "smallest" is in that paragraph: no opposite; a subject question, so negated instead
+    assert "q3:opposite" not in made and made["q3:negated"].question.startswith("What was not")
+    negated_context = CONTEXT.replace("kept the keys", "never kept the keys")
+    kept = data.perturbed_negatives(
+        [example(4, "a", "Who was the manager?", "Idra Lune", negated_context)], rate=1.0)
+    assert kept == [], "the answer's sentence holds a negation"
+
+
 def test_weights_rebuilt_from_the_int8_model_give_its_logits():
     import numpy as np
     import torch
@@ -107,15 +126,20 @@ def test_weights_rebuilt_from_the_int8_model_give_its_logits():
     assert not unexpected and all(k.endswith("position_ids") for k in missing)
 
     onnx_model = SpanModel(MODEL_DIR)
-    enc = onnx_model.tokenizer.encode("Who kept the keys?", CONTEXT)
-    ids = np.array([enc.ids], dtype=np.int64)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
-             "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
-    want = onnx_model.session.run(["start_logits"], feeds)[0][0]
-    with torch.no_grad():
-        got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).start_logits[0].numpy()
-    assert np.corrcoef(got, want)[0, 1] > 0.98
-    assert int(np.argmax(got)) == int(np.argmax(want))
+    for question in ("Who kept the keys?", "When did the depot open?",
+                     "How many crates did the depot hold in 1950?"):
+        enc = onnx_model.tokenizer.encode(question, CONTEXT)
+        ids = np.array([enc.ids], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "token_type_ids": np.array([enc.type_ids], dtype=np.int64)}
+        want = onnx_model.session.run(["start_logits"], feeds)[0][0]
+        with torch.no_grad():
+            got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).start_logits[0]
+        got = got.numpy()
+        assert np.corrcoef(got, want)[0, 1] > 0.98
+        # The rebuilt model's best start is the int8 model's best or within a near tie of it
+        # (the int8 model quantises activations too, so exact ties may break either way).
+        assert want[int(np.argmax(got))] >= want.max() - 0.5, question
 
 
 def test_calibration_halves_keep_each_article_whole_and_split_every_source():

@@ -345,3 +345,80 @@ def hard_negative_mixture(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[E
     negatives = [ex for ex in add_negatives(answerable, seed + 8) if ex.kind != "original"]
     replay = rng.sample(answerable, min(HARD_REPLAY, len(answerable)))
     return unanswerable + adversarial + swapped + negatives + replay
+
+
+# -- a further stage: perturbed questions -------------------------------------------------
+
+# General English opposites (not drawn from any document here): a question with one of them
+# swapped for its opposite asks what its paragraph does not say, SQuAD 2.0's "antonym" kind.
+OPPOSITES = (
+    ("first", "last"), ("largest", "smallest"), ("biggest", "smallest"), ("highest", "lowest"),
+    ("longest", "shortest"), ("oldest", "youngest"), ("earliest", "latest"), ("most", "least"),
+    ("maximum", "minimum"), ("before", "after"), ("increase", "decrease"),
+    ("increased", "decreased"), ("rise", "fall"), ("rose", "fell"), ("north", "south"),
+    ("east", "west"), ("northern", "southern"), ("eastern", "western"), ("won", "lost"),
+    ("win", "lose"), ("best", "worst"), ("better", "worse"), ("above", "below"),
+    ("inside", "outside"), ("upper", "lower"), ("began", "ended"), ("major", "minor"),
+    ("internal", "external"), ("private", "public"), ("male", "female"),
+    ("positive", "negative"), ("strongest", "weakest"), ("fastest", "slowest"),
+    ("richest", "poorest"), ("hottest", "coldest"), ("widest", "narrowest"),
+    ("successful", "unsuccessful"), ("legal", "illegal"), ("accepted", "rejected"),
+    ("supported", "opposed"), ("imported", "exported"), ("bought", "sold"),
+    ("gave", "received"), ("entered", "left"), ("opened", "closed"), ("built", "destroyed"),
+    ("joined", "left"), ("allowed", "banned"), ("earlier", "later"), ("higher", "lower"),
+)
+_OPPOSITE = {a: b for a, b in OPPOSITES} | {b: a for a, b in OPPOSITES}
+_WORD = re.compile(r"[A-Za-z]+")
+_NEGATION = re.compile(r"\b(?:not|never|no|n't|neither|nor)\b", re.IGNORECASE)
+_SUBJECT_QUESTION = re.compile(r"^((?:who|what|which(?: \w+)?) (?:is|are|was|were)) (?!not\b)",
+                               re.IGNORECASE)
+PERTURB_RATE = 0.5
+
+
+def _answer_sentence(ex: Example) -> str:
+    start = ex.answers[0]["answer_start"]
+    for a, b in sentence_bounds(ex.context):
+        if a <= start < b:
+            return ex.context[a:b]
+    return ex.context
+
+
+def perturbed_negatives(examples: list[Example], rate: float = PERTURB_RATE,
+                        seed: int = SEED) -> list[Example]:
+    """Unanswerable questions made the other ways SQuAD 2.0's writers made them: a word of the
+    question swapped for its opposite where the paragraph never uses that opposite ("the
+    first" -> "the last"), or a subject question negated where the answer's sentence holds no
+    negation ("Who was the architect" -> "Who was not the architect"). About ``rate`` of the
+    eligible answerable questions give one."""
+    rng = random.Random(seed + 9)
+    out = []
+    for ex in examples:
+        if not ex.answers or rng.random() >= rate:
+            continue
+        lowered = ex.context.lower()
+        present = set(_WORD.findall(lowered))
+        swaps = [m for m in _WORD.finditer(ex.question)
+                 if m.group().lower() in _OPPOSITE and _OPPOSITE[m.group().lower()] not in present]
+        question, kind = None, ""
+        if swaps:
+            m = rng.choice(swaps)
+            word = _OPPOSITE[m.group().lower()]
+            word = word.capitalize() if m.group()[0].isupper() else word
+            question, kind = ex.question[: m.start()] + word + ex.question[m.end() :], "opposite"
+        else:
+            m = _SUBJECT_QUESTION.match(ex.question)
+            if m and not _NEGATION.search(_answer_sentence(ex)):
+                question, kind = ex.question[: m.end(1)] + " not" + ex.question[m.end(1) :], "negated"
+        if question:
+            out.append(Example(f"{ex.qid}:{kind}", ex.title, ex.context, question, [], ex.source,
+                               kind))
+    return out
+
+
+def perturbation_mixture(data_dir: Path = DATA_DIR, seed: int = SEED) -> list[Example]:
+    """A further stage's training questions (same validation split): the third stage's
+    mixture with a fresh draw, plus ``perturbed_negatives`` of its SQuAD-style sources."""
+    train, _ = split(read_all(data_dir))
+    train = cap_sources(train)
+    hard = [ex for ex in train if ex.answers and ex.source in HARD_SOURCES]
+    return hard_negative_mixture(data_dir, seed + 20) + perturbed_negatives(hard, seed=seed)

@@ -53,7 +53,10 @@ def sample_questions(n: int = SAMPLE_SIZE) -> list[dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--out", type=Path, default=MODEL_DIR,
+                    help="where the int8 model goes (a candidate's folder, to judge it first)")
     args = ap.parse_args(argv)
+    model_dir = args.out
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from qa.reading.trained import SpanModel
@@ -63,11 +66,11 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fp32 = out / "reader.fp32.onnx"
     export_fp32(final, fp32)
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = MODEL_DIR / "reader.onnx.tmp"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tmp = model_dir / "reader.onnx.tmp"
     quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-    os.replace(tmp, MODEL_DIR / "reader.onnx")
-    shutil.copyfile(final / "tokenizer.json", MODEL_DIR / "tokenizer.json")
+    os.replace(tmp, model_dir / "reader.onnx")
+    shutil.copyfile(final / "tokenizer.json", model_dir / "tokenizer.json")
     shutil.copyfile(final / "tokenizer.json", out / "tokenizer.json")
 
     reference = SpanModel(out, model_file=fp32.name)
@@ -77,8 +80,10 @@ def main(argv=None) -> None:
         item["fp32"] = None if span is None else {
             "start": span.start, "end": span.end, "margin": round(span.margin, 4)}
     recorded = {"max_length": reference.max_length, "questions": sample}
-    (MODEL_DIR / "fp32_sample.json").write_text(json.dumps(recorded, indent=1, ensure_ascii=False))
-    size = (MODEL_DIR / "reader.onnx").stat().st_size
+    sample_tmp = model_dir / "fp32_sample.json.tmp"
+    sample_tmp.write_text(json.dumps(recorded, indent=1, ensure_ascii=False))
+    os.replace(sample_tmp, model_dir / "fp32_sample.json")
+    size = (model_dir / "reader.onnx").stat().st_size
     print(f"int8 model: {size / 1e6:.1f} MB; fp32 sample of {len(sample)} questions written")
 
 

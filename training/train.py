@@ -54,6 +54,8 @@ def load_windows(work: Path, tokenizer, mixture: str = "full") -> tuple[dict[str
         train = data_mod.no_answer_mixture()
     elif mixture == "hard-negatives":
         train = data_mod.hard_negative_mixture()
+    elif mixture == "perturbations":
+        train = data_mod.perturbation_mixture()
     arrays = data_mod.windows(train, tokenizer, MAX_LENGTH, STRIDE)
     info = {
         "train_questions": len(train),
@@ -165,9 +167,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=data_mod.SEED)
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (a previous run's final folder)")
-    ap.add_argument("--mixture", choices=["full", "no-answer", "hard-negatives"], default="full",
+    ap.add_argument("--mixture", choices=["full", "no-answer", "hard-negatives", "perturbations"],
+                    default="full",
                     help="no-answer: the second stage (training/data.py: no_answer_mixture); "
-                    "hard-negatives: the third (hard_negative_mixture)")
+                    "hard-negatives: the third (hard_negative_mixture); perturbations: the "
+                    "third's with opposite and negated questions (perturbation_mixture)")
     ap.add_argument("--lr", type=float, default=LR)
     args = ap.parse_args(argv)
 
