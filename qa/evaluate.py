@@ -98,8 +98,8 @@ def evaluate(engine, questions: list[Question], retrieval_modes=("sparse", "dens
         r = engine.answer(q.question)
         latencies.append((time.perf_counter() - t0) * 1000)
         row = {"id": q.id, "question": q.question, "prediction": r.text, "gold": q.answers,
-               "impossible": q.impossible, "score": r.score,
-               "guess": getattr(r, "guess", None), "guess_confidence": getattr(r, "guess_confidence", None)}
+               "impossible": q.impossible, "score": r.score, "guess": r.guess,
+               "guess_confidence": r.guess_confidence}
         if not q.impossible:
             if row["guess"] is not None:
                 row["guess_f1"] = max(f1_score(row["guess"], g) for g in q.answers)

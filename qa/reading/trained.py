@@ -34,6 +34,9 @@ from .answers import answer_key, normalize_answer, quotes_for
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 MAX_LENGTH = 256  # tokens per window, question included
+# A decline names its best span as a guess unless P(no answer) says that no answer is the
+# likelier outcome (the even-odds line, not a tuned value).
+NO_ANSWER_LIKELIER = 0.5
 MAX_ANSWER_TOKENS = 30
 TOP_SPANS = 20  # best starts and ends combined per window
 WINDOW_STEP = 16  # tokens between the candidate windows of a long passage
@@ -305,7 +308,7 @@ class TrainedReader:
         spans, answers, order = reading.spans, reading.answers, reading.order
         if p_right < threshold:
             p_none = calibration.p_none(reading.features)
-            if p_none >= 0.5:
+            if p_none >= NO_ANSWER_LIKELIER:
                 return Answer(question, None, round(p_none, 3), quotes_for(index, hits, [], top_k))
             best = spans[order[0]]
             guessed = [(hits[best.window].passage_id, best.start, best.end)]
