@@ -36,11 +36,15 @@ def read_once(engine, questions) -> list[tuple[float, float, bool]]:
 
 
 def trade(rows: list[tuple[float, float, bool]], threshold: float) -> tuple[float, float]:
-    """(answerable F1, a decline scoring 0; no-answer accuracy), in percent."""
-    answerable = [f1 if p >= threshold else 0.0 for p, f1, impossible in rows if not impossible]
-    declined = [p < threshold for p, _, impossible in rows if impossible]
-    return (100 * sum(answerable) / max(1, len(answerable)),
-            100 * sum(declined) / max(1, len(declined)))
+    """(answerable F1, a decline scoring 0; no-answer accuracy), in percent, as the
+    calibration measures them (``training.calibrate.outcome``)."""
+    import numpy as np
+
+    from training.calibrate import outcome
+
+    p, f1s, impossible = (np.array(column) for column in zip(*rows))
+    answerable_f1, no_answer = outcome(p, threshold, f1s, ~impossible.astype(bool))
+    return 100 * answerable_f1, 100 * no_answer
 
 
 def main(argv=None) -> None:
