@@ -57,6 +57,7 @@ def run(reader: str = "trained", path: Path = DATA / "conversations.jsonl") -> d
             conversation.ask(c["turns"][0]["question"])
             for t in c["turns"][1:]:
                 resolved = conversation.ask(t["question"])
+                t = {**t, "standalone": t.get("standalone", t["question"])}
                 direct = engine.answer(t["standalone"])
                 alone = engine.answer(t["question"])
                 same = (resolved.text is None and direct.text is None) or (
@@ -94,6 +95,8 @@ def summarise(rows: list[dict]) -> dict:
 
     needs = [r for r in rows if r["needs_rewrite"]]
     stand = [r for r in rows if not r["needs_rewrite"]]
+    # A standalone question answered worse inside the conversation than asked alone.
+    worse = [r["id"] for r in stand if r["scores"]["resolved"][1] < r["scores"]["alone"][1]]
     return {
         "follow_ups": len(rows),
         "resolved": summary("resolved"),
@@ -102,19 +105,23 @@ def summarise(rows: list[dict]) -> dict:
         "agreement": round(sum(r["agree"] for r in rows) / len(rows), 3),
         "follow_ups_rewritten": f"{sum(r['rewritten'] for r in needs)} of {len(needs)}",
         "standalone_left_alone": f"{sum(not r['rewritten'] for r in stand)} of {len(stand)}",
+        "standalone_answered_worse": worse,
     }
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reader", default="trained")
+    ap.add_argument("--set", default="conversations",
+                    help="conversations (follow-ups) or conversations_standalone (standalone "
+                    "questions mid-conversation), in tests/data")
     args = ap.parse_args(argv)
-    report = run(args.reader)
+    report = run(args.reader, DATA / f"{args.set}.jsonl")
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "conversations.json.tmp"
+    tmp = out / f"{args.set}.json.tmp"
     tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    tmp.replace(out / "conversations.json")
+    tmp.replace(out / f"{args.set}.json")
     print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1))
 
 

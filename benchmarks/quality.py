@@ -24,6 +24,7 @@ SETS = {
     "heldout": (DATA / "heldout", DATA / "heldout_questions.jsonl"),
     "blind": (DATA / "blind", DATA / "blind_questions.jsonl"),
     "squad-heldout": (DATA / "squad_heldout", DATA / "squad_heldout_questions.jsonl"),
+    "documentation": (DATA / "documentation", DATA / "documentation_questions.jsonl"),
 }
 
 
@@ -60,6 +61,22 @@ def answered_calibration(rows: list[dict]) -> dict:
               for b in range(10) if (bins == b).any())
     return {"answered": len(answered), "mean_confidence": round(float(p.mean()), 3),
             "share_right": round(float(y.mean()), 3), "ece": round(float(ece), 3)}
+
+
+def overall_f1(rows: list[dict]) -> float:
+    """SQuAD 2.0's overall F1: an answer scores its F1 (0 on an unanswerable question), a
+    decline 1 on an unanswerable question and 0 on an answerable one."""
+    scores = [(1.0 if r["prediction"] is None else 0.0) if r["impossible"] else r["f1"]
+              for r in rows]
+    return round(100 * sum(scores) / len(scores), 1)
+
+
+def shown_f1(rows: list[dict]) -> float:
+    """Answerable F1 counting a guess as the answer (what a reader of the reply sees)."""
+    answerable = [r for r in rows if not r["impossible"]]
+    scores = [r["f1"] if r["prediction"] is not None else r.get("guess_f1", 0.0)
+              for r in answerable]
+    return round(100 * sum(scores) / len(scores), 1)
 
 
 def guesses(rows: list[dict]) -> dict:
@@ -101,6 +118,8 @@ def main(argv=None) -> None:
                 results[name][reader] = {
                     "exact_match": report.exact_match, "f1": report.f1,
                     "no_answer_accuracy": report.no_answer_accuracy,
+                    "overall_f1": overall_f1(report.rows),
+                    "answer_or_guess_f1": shown_f1(report.rows),
                     "first_quote_hit": report.first_quote_hit,
                     "latency_ms_median": report.latency_ms_median,
                     "seconds": round(time.perf_counter() - t0, 1),
@@ -113,10 +132,10 @@ def main(argv=None) -> None:
                 print(name, reader, results[name][reader], flush=True)
     readers = args.readers.split(",")
     head = "| set | questions (answerable) | " + " | ".join(
-        f"{r} EM / F1 / no-answer %" for r in readers) + " | retrieval only EM / F1 | top-1 passage holds answer % |"
+        f"{r} F1 / no-answer % / overall F1" for r in readers) + " | retrieval only EM / F1 | top-1 passage holds answer % |"
     lines = [head, "|---|---:|" + "---:|" * (len(readers) + 2)]
     for name, r in results.items():
-        cells = [f"{r[x]['exact_match']:.1f} / {r[x]['f1']:.1f} / {r[x]['no_answer_accuracy']:.0f}"
+        cells = [f"{r[x]['f1']:.1f} / {r[x]['no_answer_accuracy']:.0f} / {r[x]['overall_f1']:.1f}"
                  for x in readers]
         lines.append(f"| {name} | {r['questions']} ({r['answerable']}) | " + " | ".join(cells)
                      + f" | {r['retrieval']['exact_match']:.1f} / {r['retrieval']['f1']:.1f}"

@@ -563,6 +563,14 @@ def _strip_opener(question: str) -> str:
     return q
 
 
+def has_own_content(question: str) -> bool:
+    """Whether a question says enough to be asked alone even when it holds a pronoun ("When
+    did Russia launch its full-scale invasion?"): two or more content words besides question
+    words, auxiliaries, pronouns and prepositions. "When was she born?" does not."""
+    tokens = [t for t in _tokens(_strip_opener(question)) if t not in "?!."]
+    return len([w for w in _content_words(tokens) if w.lower() not in PREPOSITIONS]) >= 2
+
+
 def standalone_question(question: str, previous: Turn | None,
                         similarity: Similarity | None = None) -> str:
     """The question rewritten to stand alone given the previous turn, or ``question`` itself

@@ -235,12 +235,24 @@ class QA:
             raise QAError("top_k must be a positive whole number")
         standalone = self.standalone_question(question, history)
         asked = clean_question(standalone) if standalone != question else question
-        idx, query_vector, hits = self.retrieve(asked, top_k)
-        result = self.reader.read(asked, query_vector, idx, hits, top_k)
+        result = self._read(asked, top_k)
+        if asked != question:
+            from .conversation import has_own_content
+
+            # A rewrite may never make a question that says enough on its own worse: read it
+            # as asked too and keep the rewrite only when it is the better supported.
+            if has_own_content(question):
+                alone = self._read(question, top_k)
+                if _support(alone) >= _support(result):
+                    result, asked = alone, question
         if asked != question:
             result.question, result.standalone = question, asked
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _read(self, question: str, top_k: int) -> Answer:
+        idx, query_vector, hits = self.retrieve(question, top_k)
+        return self.reader.read(question, query_vector, idx, hits, top_k)
 
     def retrieve(self, question: str, top_k: int = config.TOP_K):
         """(index, question vector, hits): the passages the reader reads for ``question``."""
@@ -269,6 +281,13 @@ class QA:
     def conversation(self, top_k: int = config.TOP_K) -> Conversation:
         """A conversation over these documents: ``conversation().ask(...)`` remembers."""
         return Conversation(self, top_k)
+
+
+def _support(answer: Answer) -> float:
+    """How well the documents support a reply: its confidence, a guess's, else 0."""
+    if answer.text is not None:
+        return answer.score
+    return answer.guess_confidence or 0.0
 
 
 class Conversation:

@@ -194,3 +194,33 @@ def test_follow_ups_in_the_conversation_set_are_answered_like_their_standalone_f
     assert report["resolved"]["f1"] >= report["unresolved"]["f1"] + 12
     assert report["agreement"] >= 0.55
     assert report["halves"]["test"]["agreement"] >= 0.5
+
+
+SKERRA = {
+    "skerra.txt": (
+        "Skerra council news\n\n"
+        "The mayor of Skerra, Ada Quill, opened the new ferry pier in April. The Skerra council "
+        "approved its new harbour budget of £3 million on 2 May 2031, after a long debate about "
+        "dredging. The pier was built by the firm Dravik.\n"
+    ),
+}
+
+
+def test_a_standalone_question_mid_conversation_is_answered_as_asked(make_engine):
+    engine = make_engine(SKERRA, name="skerra")
+    chat = engine.conversation()
+    assert chat.ask("Who is the mayor of Skerra?").text
+    question = "When did the Skerra council approve its new harbour budget?"
+    inside = chat.ask(question)
+    alone = engine.answer(question)
+    assert inside.standalone is None and inside.question == question
+    assert inside.text == alone.text and "2 May 2031" in (alone.text or "")
+
+
+def test_has_own_content_tells_standalone_questions_from_follow_ups():
+    from qa.conversation import has_own_content
+
+    assert has_own_content("When did the Skerra council approve its new harbour budget?")
+    assert not has_own_content("When was she born?")
+    assert not has_own_content("Who else is in it?")
+    assert not has_own_content("How many?")

@@ -156,15 +156,46 @@ def test_calibration_halves_keep_each_article_whole_and_split_every_source():
         assert 0 < sum(sides) < len(sides)
 
 
-def test_the_calibration_threshold_maximises_answerable_f1_plus_declines():
+def test_the_threshold_maximises_overall_f1_on_the_weighted_mixture():
     import numpy as np
 
-    from training.calibrate import best_threshold, outcome
+    from training.calibrate import best_threshold, mixture_weights, overall_scores
 
-    # Right answers score 0.7-0.9, wrong ones and unanswerable questions 0.2-0.4.
-    p = np.array([0.9, 0.8, 0.7, 0.35, 0.3, 0.4, 0.2])
+    # Right answers score 0.7-0.9, a wrong one 0.35, questions without an answer 0.2-0.5.
+    p = np.array([0.9, 0.8, 0.7, 0.35, 0.3, 0.5, 0.2])
     f1s = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
-    has = np.array([True, True, True, True, False, False, False])
-    t = best_threshold(p, f1s, has)
-    assert 0.4 < t <= 0.7
-    assert outcome(p, t, f1s, has) == (0.75, 1.0)
+    declinable = np.array([False, False, False, False, True, True, True])
+    even = np.ones(len(p))
+    t = best_threshold(p, f1s, declinable, even)
+    assert 0.5 < t <= 0.7
+    assert overall_scores(p, t, f1s, declinable).tolist() == [1, 1, 1, 0, 1, 1, 1]
+    # A right answer at 0.45 is worth answering when most questions are answerable ...
+    p2 = np.append(p, 0.45)
+    f2 = np.append(f1s, 1.0)
+    d2 = np.append(declinable, False)
+    groups = ["answerable"] * 4 + ["near miss"] * 3 + ["answerable"]
+    assert best_threshold(p2, f2, d2, mixture_weights(groups)) <= 0.45
+    # ... and not when questions without an answer weigh as much as the rest.
+    assert best_threshold(p2, f2, d2, np.where(d2, 3.0, 1.0)) > 0.5
+
+
+def test_auroc_counts_pairs_ranked_right_and_ties_as_half():
+    import numpy as np
+
+    from training.calibrate import auroc
+
+    assert auroc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auroc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
+    assert auroc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5
+
+
+def test_a_guess_floor_shows_guesses_only_where_they_pay():
+    import numpy as np
+
+    from training.calibrate import best_guess_floor
+
+    # Below the threshold 0.6: guesses at 0.5 and 0.4 are mostly right, at 0.1 wrong.
+    p = np.array([0.5, 0.5, 0.4, 0.4, 0.1, 0.1, 0.9])
+    right = np.array([1, 1, 1, 0, 0, 0, 1])
+    floor = best_guess_floor(p, 0.6, right, np.ones(len(p)))
+    assert 0.1 < floor <= 0.4

@@ -41,12 +41,21 @@ from training import data as data_mod
 HERE = Path(__file__).resolve().parent
 MODEL_DIR = HERE.parent / "qa" / "reading" / "model"
 PLOT = HERE.parent / "docs" / "reliability.png"
-MISSING_SHARE = 0.25
+MISSING_SHARE = 0.2  # answerable questions read without the passages holding their answer
+NOT_COVERED_SHARE = 0.2  # answerable questions read without any passage of their article
+# The mixture of questions the decision rule is chosen for, as people ask them: mostly about
+# what the documents say, some about what they do not cover, some near misses.
+MIXTURE = {"answerable": 0.70, "not covered": 0.15, "near miss": 0.15}
+NEAR_MISS_RATE = 0.15  # validation questions of SQuAD-style sources that yield a perturbed one
+# A guess is labelled as one, so a wrong guess costs less than a wrong answer: it is shown
+# where right guesses outnumber wrong ones by this weight.
+WRONG_GUESS_COST = 0.5
 READ_PAST_MISSING = 8  # passages retrieved beyond the usual, to read when the answer's are dropped
 RIGHT_F1 = 0.5
 # The features of a question where no window has a span (the reader then declines).
 NO_SPAN = {"margin": FLOOR, "log_prob": FLOOR, "agree": 0.0, "rival": FLOOR, "rank": 8.0,
-           "answer_words": 0.0, "repeats_question": 0.0, "windows_answering": 0.0}
+           "answer_words": 0.0, "repeats_question": 0.0, "windows_answering": 0.0,
+           "relevance": 0.0, "type_fit": 0.0, "furniture": 0.0}
 BINS = 10
 
 
@@ -81,10 +90,7 @@ def outcome(p: np.ndarray, threshold: float, f1s: np.ndarray, has: np.ndarray) -
             float((~answered)[~has].mean()) if (~has).any() else 1.0)
 
 
-def best_threshold(p: np.ndarray, f1s: np.ndarray, has: np.ndarray) -> float:
-    """The threshold maximising answerable F1 + no-answer accuracy (the lower on ties)."""
-    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
-    return float(max(grid, key=lambda t: (sum(outcome(p, t, f1s, has)), -t)))
+GRID = np.round(np.arange(0.05, 0.96, 0.01), 2)
 
 
 def halves(rows: list[dict], seed: int = 1) -> np.ndarray:
@@ -121,13 +127,18 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS):
     return float(ece), rows
 
 
+def file_name(ex) -> str:
+    """The documents-folder file holding ``ex``'s article."""
+    return hashlib.sha1(data_mod.article_of(ex).encode()).hexdigest()[:16] + ".txt"
+
+
 def corpora(val, root: Path) -> dict[str, Path]:
     """One documents folder per source: each validation article a file, its paragraphs
     separated by blank lines (a paragraph's own blank lines become line breaks)."""
     folders = {}
     by_file: dict[tuple[str, str], list[str]] = defaultdict(list)
     for ex in val:
-        name = hashlib.sha1(data_mod.article_of(ex).encode()).hexdigest()[:16] + ".txt"
+        name = file_name(ex)
         paragraph = re.sub(r"\n\s*\n", "\n", ex.context.strip())
         if paragraph not in by_file[ex.source, name]:
             by_file[ex.source, name].append(paragraph)
@@ -154,11 +165,17 @@ def cases(per_source: int, work: Path, seed: int = 0):
 
     _, val = data_mod.split(data_mod.read_all(check=False))
     val = [ex for ex in val if ex.source != "covidqa"]
+    # Near misses as SQuAD 2.0's writers made them, from the validation questions themselves.
+    squad_like = [ex for ex in val if ex.answers and ex.source in data_mod.HARD_SOURCES]
+    val += (data_mod.swap_negatives(squad_like, rate=NEAR_MISS_RATE, seed=seed)
+            + data_mod.perturbed_negatives(squad_like, rate=NEAR_MISS_RATE, seed=seed))
     rng = random.Random(seed)
     groups = defaultdict(list)
     for ex in val:
         groups[ex.source].append(ex)
     folders = corpora(val, work / "calibration-docs")
+    file_names = {source: {data_mod.article_of(ex): file_name(ex) for ex in items}
+                  for source, items in groups.items()}
     encoder = Encoder()
     out = []
     for source in sorted(groups):
@@ -168,22 +185,95 @@ def cases(per_source: int, work: Path, seed: int = 0):
         for ex in rng.sample(items, min(per_source, len(items))):
             golds = [a["text"] for a in ex.answers]
             lowered = [g.lower() for g in golds]
-            missing = bool(golds) and rng.random() < MISSING_SHARE
+            draw = rng.random()
+            missing = bool(golds) and draw < MISSING_SHARE
+            not_covered = bool(golds) and MISSING_SHARE <= draw < MISSING_SHARE + NOT_COVERED_SHARE
             index, _, hits = engine.retrieve(ex.question)
-            if missing:
+            if missing or not_covered:
                 wanted = len(hits)
                 _, _, more = engine.retrieve(ex.question, top_k=wanted + READ_PAST_MISSING)
+                own = file_names[source][data_mod.article_of(ex)]
                 hits = [h for h in more
-                        if not any(g in index.text(h.passage_id).lower() for g in lowered)]
+                        if not (index.passage(h.passage_id).source == own if not_covered
+                                else any(g in index.text(h.passage_id).lower() for g in lowered))]
                 hits = hits[:wanted]
             texts = [index.text(h.passage_id) for h in hits]
             in_reach = any(g in t.lower() for g in lowered for t in texts)
+            kind = ("not covered" if not_covered else "missing" if missing
+                    else ex.kind if in_reach or not golds else "not retrieved")
             out.append({"article": data_mod.article_of(ex), "source": source,
                         "question": ex.question, "texts": texts,
-                        "golds": golds if in_reach else [],
-                        "kind": "missing" if missing else ex.kind if in_reach or not golds
-                        else "not retrieved"})
+                        "relevance": [h.score for h in hits],
+                        "golds": golds if in_reach else [], "kind": kind})
     return out
+
+
+def group_of(row: dict) -> str:
+    """Which part of the use-like mixture (``MIXTURE``) a validation question stands for."""
+    if row["kind"] == "not covered":
+        return "not covered"
+    if row["has_answer"] or row["kind"] == "not retrieved":
+        return "answerable"
+    return "near miss"
+
+
+def mixture_weights(groups: list[str]) -> np.ndarray:
+    """Per-question weights that give each group its share of ``MIXTURE``."""
+    counts = {g: groups.count(g) for g in MIXTURE}
+    return np.array([MIXTURE[g] / counts[g] for g in groups])
+
+
+def overall_scores(p: np.ndarray, threshold: float, f1s: np.ndarray,
+                   declinable: np.ndarray) -> np.ndarray:
+    """SQuAD 2.0's overall score of each question when answering at P(right) >= ``threshold``:
+    an answer scores its F1, a decline 1 where the documents hold no answer, else 0."""
+    return np.where(p >= threshold, f1s, declinable.astype(float))
+
+
+def best_threshold(p: np.ndarray, f1s: np.ndarray, declinable: np.ndarray,
+                   weights: np.ndarray) -> float:
+    """The threshold maximising the weighted overall score (the lower on ties)."""
+    return float(max(GRID, key=lambda t: (
+        float(weights @ overall_scores(p, t, f1s, declinable)), -t)))
+
+
+def guess_value(p: np.ndarray, floor: float, threshold: float, right: np.ndarray,
+                weights: np.ndarray) -> float:
+    """Right guesses less ``WRONG_GUESS_COST`` for each wrong one, guesses being shown where
+    ``floor <= P(right) < threshold``."""
+    shown = (p >= floor) & (p < threshold)
+    return float(weights[shown] @ np.where(right[shown] > 0, 1.0, -WRONG_GUESS_COST))
+
+
+def best_guess_floor(p, threshold, right, weights) -> float:
+    return float(max([t for t in GRID if t <= threshold] or [threshold],
+                     key=lambda t: (guess_value(p, t, threshold, right, weights), t)))
+
+
+def auroc(p: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve of ``p`` separating ``y`` = 1 from 0 (ties count half)."""
+    pos, neg = p[y > 0], p[y <= 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def summary(p, threshold, f1s, has, declinable, weights) -> dict:
+    """Answerable F1 (a decline scores 0), no-answer accuracy and the weighted overall F1."""
+    ans_f1, no_acc = outcome(p, threshold, f1s, has)
+    overall = float(weights @ overall_scores(p, threshold, f1s, declinable)) / float(weights.sum())
+    return {"answerable_f1": round(100 * ans_f1, 1), "no_answer_accuracy": round(100 * no_acc, 1),
+            "overall_f1": round(100 * overall, 1)}
 
 
 def main(argv=None) -> None:
@@ -200,53 +290,57 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown features: {sorted(set(features) - set(FEATURES))}")
     work = HERE / "work"
     rows = feature_rows(args.per_source, work, args.model_dir)
-    x = np.array([[r["features"][f] for f in features] for r in rows])
+    x = np.array([[r["features"].get(f, 0.0) for f in features] for r in rows])
     right = np.array([r["has_answer"] and r["f1"] >= RIGHT_F1 for r in rows], dtype=float)
     has = np.array([r["has_answer"] for r in rows])
     f1s = np.array([r["f1"] for r in rows])
-    # Held-out figures: models and threshold fitted on one half, measured on the other.
+    groups = [group_of(r) for r in rows]
+    declinable = np.array([g != "answerable" for g in groups])
+    weights = mixture_weights(groups)
+    # Held-out figures: models and thresholds fitted on one half, measured on the other.
     first = halves(rows)
     held_p = np.zeros(len(rows))
-    held = {"answerable_f1": [], "no_answer_accuracy": []}
+    held = []
     for fit_on in (first, ~first):
         w = fit_logistic(x[fit_on], right[fit_on])
-        t = best_threshold(predict(w, x[fit_on]), f1s[fit_on], has[fit_on])
+        t = best_threshold(predict(w, x[fit_on]), f1s[fit_on], declinable[fit_on],
+                           weights[fit_on])
         held_p[~fit_on] = predict(w, x[~fit_on])
-        ans_f1, no_acc = outcome(held_p[~fit_on], t, f1s[~fit_on], has[~fit_on])
-        held["answerable_f1"].append(ans_f1)
-        held["no_answer_accuracy"].append(no_acc)
+        held.append(summary(held_p[~fit_on], t, f1s[~fit_on], has[~fit_on], declinable[~fit_on],
+                            weights[~fit_on]))
     ece, bins = reliability(held_p, right)
     w_right, w_none = fit_logistic(x, right), fit_logistic(x, (~has).astype(float))
     p = predict(w_right, x)
-    threshold = best_threshold(p, f1s, has)
-    ans_f1, no_acc = outcome(p, threshold, f1s, has)
+    threshold = best_threshold(p, f1s, declinable, weights)
+    guess_floor = best_guess_floor(p, threshold, right, weights)
     per_source = {}
     for source in sorted({r["source"] for r in rows}):
         sel = np.array([r["source"] == source for r in rows])
-        s_f1, s_no = outcome(p[sel], threshold, f1s[sel], has[sel])
-        per_source[source] = {
-            "questions": int(sel.sum()),
-            "answerable_f1": round(100 * s_f1, 1) if (sel & has).any() else None,
-            "no_answer_accuracy": round(100 * s_no, 1) if (sel & ~has).any() else None,
-        }
+        per_source[source] = {"questions": int(sel.sum()),
+                              **summary(p[sel], threshold, f1s[sel], has[sel], declinable[sel],
+                                        weights[sel])}
+    curve = [{"threshold": float(t), **summary(held_p, t, f1s, has, declinable, weights)}
+             for t in GRID[::5]]
     result = {
         "features": features,
         "right": [float(v) for v in w_right], "none": [float(v) for v in w_none],
-        "threshold": threshold,
+        "threshold": threshold, "guess_floor": guess_floor,
         "right_means": f"token F1 >= {RIGHT_F1} against a gold answer",
+        "mixture": MIXTURE,
         "validation": {
             "questions": len(rows), "answerable": int(has.sum()),
-            "answerable_f1": round(100 * ans_f1, 1), "no_answer_accuracy": round(100 * no_acc, 1),
-            "gold_in_reach_f1": round(100 * float(f1s[has].mean()), 1),
-            "held_half_answerable_f1": round(100 * float(np.mean(held["answerable_f1"])), 1),
-            "held_half_no_answer_accuracy":
-                round(100 * float(np.mean(held["no_answer_accuracy"])), 1),
-            "ece_held_half": round(ece, 4), "reliability_bins": bins, "per_source": per_source,
+            "by_group": {g: groups.count(g) for g in MIXTURE},
+            **summary(p, threshold, f1s, has, declinable, weights),
+            "best_span_f1": round(100 * float(f1s[has].mean()), 1),
+            "auroc_held_half": round(auroc(held_p, right), 4),
+            "held_half": {k: round(float(np.mean([h[k] for h in held])), 1) for k in held[0]},
+            "ece_held_half": round(ece, 4), "reliability_bins": bins,
+            "curve_held_half": curve, "per_source": per_source,
         },
     }
     print(json.dumps({k: v for k, v in result["validation"].items()
-                      if k != "reliability_bins"}, indent=1))
-    print("threshold", threshold)
+                      if k not in ("reliability_bins", "per_source")}, indent=1))
+    print("threshold", threshold, "guess floor", guess_floor)
     if args.dry_run:
         return
     tmp = args.model_dir / "calibration.json.tmp"
@@ -264,7 +358,8 @@ def feature_rows(per_source: int, work: Path, model_dir: Path = MODEL_DIR) -> li
 
     model_file = model_dir / "reader.onnx"
     stamp = {"model_sha256": hashlib.sha256(model_file.read_bytes()).hexdigest(),
-             "max_length": MAX_LENGTH, "per_source": per_source, "features": list(FEATURES)}
+             "max_length": MAX_LENGTH, "per_source": per_source, "features": list(FEATURES),
+             "mixture": [MISSING_SHARE, NOT_COVERED_SHARE]}
     saved = work / f"calibration_rows.{stamp['model_sha256'][:12]}.json"
     if saved.is_file():
         kept = json.loads(saved.read_text(encoding="utf-8"))
@@ -273,7 +368,7 @@ def feature_rows(per_source: int, work: Path, model_dir: Path = MODEL_DIR) -> li
     reader = TrainedReader(model_dir)
     rows = []
     for case in cases(per_source, work):
-        reading = reader.judge(case["question"], case["texts"])
+        reading = reader.judge(case["question"], case["texts"], case["relevance"])
         x, text = (reading.features, reading.text) if reading else (dict(NO_SPAN), "")
         rows.append({**{k: case[k] for k in ("article", "source", "kind")},
                      "has_answer": bool(case["golds"]),

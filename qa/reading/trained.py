@@ -30,13 +30,11 @@ from .. import config
 from ..errors import QAError
 from ..tokens import STOPWORDS
 from ..types import Answer, Hit
-from .answers import answer_key, normalize_answer, quotes_for
+from .answers import answer_key, normalize_answer, quotes_for, stating_passages
+from .evidence import asks_future, expected_type, fits_type, is_furniture_line, line_around
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
 MAX_LENGTH = 256  # tokens per window, question included
-# A decline names its best span as a guess unless P(no answer) says that no answer is the
-# likelier outcome (the even-odds line, not a tuned value).
-NO_ANSWER_LIKELIER = 0.5
 MAX_ANSWER_TOKENS = 30
 TOP_SPANS = 20  # best starts and ends combined per window
 WINDOW_STEP = 16  # tokens between the candidate windows of a long passage
@@ -55,18 +53,24 @@ class Span:
 
 
 FEATURES = ("margin", "log_prob", "agree", "rival", "rank", "answer_words", "repeats_question",
-            "windows_answering")
+            "windows_answering", "relevance", "type_fit", "furniture")
 FLOOR = -30.0  # a margin's value where there is none
 
 
-def span_features(question: str, i: int, spans: list[Span], answers: list[str]) -> dict[str, float]:
+def span_features(question: str, i: int, spans: list[Span], answers: list[str],
+                  texts: list[str] | None = None,
+                  relevance: list[float] | None = None) -> dict[str, float]:
     """What the calibrator knows of ``spans[i]`` among the best spans of all the windows read
-    (``answers[j]`` is the text of ``spans[j]``): its own scores, how many other windows say
-    the same (``agree``), the best margin of a window saying something else (``rival``), the
-    rank of its passage among those read, its length, the share of its words the question
-    already says (an answer that repeats the question is rarely the answer), and how many
-    windows prefer a span to "no answer"."""
+    (``answers[j]`` is the text of ``spans[j]``, ``texts[w]`` window ``w``'s passage and
+    ``relevance[w]`` its retrieval score): its own scores, how many other windows say the
+    same (``agree``), the best margin of a window saying something else (``rival``), the rank
+    of its passage among those read and its relevance, its length, the share of its words
+    the question already says (an answer that repeats the question is rarely the answer), how
+    many windows prefer a span to "no answer", whether its form fits what the question asks
+    for (``type_fit``: a number for "how many", a date for "when", a name for "who") and
+    whether it stands on a dateline, byline or other furniture line (``furniture``)."""
     span, key = spans[i], answer_key(answers[i])
+    line = line_around(texts[span.window], span.start, span.end) if texts else ""
     keys = [answer_key(a) for a in answers]
     words = normalize_answer(answers[i]).split()
     asked = set(normalize_answer(question).split())
@@ -79,6 +83,9 @@ def span_features(question: str, i: int, spans: list[Span], answers: list[str]) 
         "answer_words": math.log1p(len(words)),
         "repeats_question": sum(w in asked for w in words) / max(1, len(words)),
         "windows_answering": float(sum(1 for s in spans if s.margin > 0)),
+        "relevance": float(relevance[span.window]) if relevance else 0.0,
+        "type_fit": fits_type(expected_type(question), answers[i]),
+        "furniture": float(is_furniture_line(line)),
     }
 
 
@@ -91,6 +98,7 @@ class Calibration:
     right: tuple[float, ...]
     none: tuple[float, ...]
     threshold: float  # answer when P(right) reaches it
+    guess_floor: float  # below the threshold, name the best span as a guess from this P(right)
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
@@ -101,7 +109,9 @@ class Calibration:
             raise ValueError(f"unknown features {sorted(unknown)}")
         if not len(d["right"]) == len(d["none"]) == len(features) + 1:
             raise ValueError("the weights do not match the features")
-        return cls(features, tuple(d["right"]), tuple(d["none"]), float(d["threshold"]))
+        threshold = float(d["threshold"])
+        return cls(features, tuple(d["right"]), tuple(d["none"]), threshold,
+                   float(d.get("guess_floor", threshold)))
 
     def _logistic(self, w: tuple[float, ...], x: dict[str, float]) -> float:
         z = sum(wi * x[f] for wi, f in zip(w, self.features)) + w[-1]
@@ -289,44 +299,47 @@ class TrainedReader:
             return self.min_confidence
         return self.calibration().threshold
 
-    def judge(self, question: str, texts: list[str]) -> Reading | None:
-        """The best span over ``texts`` and its features (None where no text has a span)."""
+    def judge(self, question: str, texts: list[str],
+              relevance: list[float] | None = None) -> Reading | None:
+        """The best span over ``texts`` (their retrieval scores in ``relevance``) and its
+        features; None where no text has a span. A span on a dateline or byline is never the
+        answer to a question about the future ("When will ...?"): that date says when the
+        page was written."""
         spans = [s for s in self.span_model().best_spans(question, texts) if s is not None]
+        if asks_future(question):
+            spans = [s for s in spans
+                     if not is_furniture_line(line_around(texts[s.window], s.start, s.end))]
         if not spans:
             return None
         answers = [texts[s.window][s.start : s.end] for s in spans]
         order = sorted(range(len(spans)), key=lambda i: -spans[i].margin)
-        return Reading(spans, answers, order, span_features(question, order[0], spans, answers))
+        return Reading(spans, answers, order,
+                       span_features(question, order[0], spans, answers, texts, relevance))
 
     def read(self, question: str, query_vector, index, hits: list[Hit], top_k: int) -> Answer:
         texts = [index.text(h.passage_id) for h in hits]
-        reading = self.judge(question, texts)
+        reading = self.judge(question, texts, [h.score for h in hits])
         calibration, threshold = self.calibration(), self.threshold()
         if reading is None:
             return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
         p_right = calibration.p_right(reading.features)
-        spans, answers, order = reading.spans, reading.answers, reading.order
+        best = reading.spans[reading.order[0]]
+        stated = stating_passages(question, reading.text, (best.window, best.start, best.end),
+                                  texts, reading.spans, reading.answers)
+        located = [(hits[w].passage_id, a, b) for w, a, b in stated]
         if p_right < threshold:
-            p_none = calibration.p_none(reading.features)
-            if p_none >= NO_ANSWER_LIKELIER:
-                return Answer(question, None, round(p_none, 3), quotes_for(index, hits, [], top_k))
-            best = spans[order[0]]
-            guessed = [(hits[best.window].passage_id, best.start, best.end)]
-            return Answer(question, None, round(p_none, 3), quotes_for(index, hits, guessed, top_k),
+            p_none = round(calibration.p_none(reading.features), 3)
+            if p_right < min(threshold, calibration.guess_floor):
+                return Answer(question, None, p_none, quotes_for(index, hits, [], top_k))
+            return Answer(question, None, p_none, quotes_for(index, hits, located, top_k),
                           guess=reading.text, guess_confidence=round(p_right, 3))
-        key = answer_key(reading.text)
-        # Other passages whose own best span says the same, strongest first.
-        same = [spans[i] for i in order[1:] if answer_key(answers[i]) == key
-                and calibration.p_right(span_features(question, i, spans, answers))
-                >= threshold]
-        stated = [(hits[s.window].passage_id, s.start, s.end) for s in [spans[order[0]], *same]]
         sources = []
-        for pid, _, _ in stated:
+        for pid, _, _ in located:
             source = index.passage(pid).source
             if source not in sources:
                 sources.append(source)
         return Answer(question, reading.text, round(p_right, 3),
-                      quotes_for(index, hits, stated, top_k), sources)
+                      quotes_for(index, hits, located, top_k), sources)
 
 
 def _probability(value: float | str | None) -> float | None:
