@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import ipaddress
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
+from qa.serving.auth import is_loopback
 from qa.uploads import UploadError, allowed_suffixes, read_upload, save_upload
 
 log = logging.getLogger("qa.app")
@@ -599,17 +599,6 @@ document.addEventListener("click", async (event) => {
 def resolve_host(host: str | None = None) -> str:
     """The address to listen on: as given, else $GRADIO_SERVER_NAME, else 127.0.0.1."""
     return host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost."""
-    name = str(host).strip().strip("[]").lower()
-    if name in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # 0.0.0.0, "", ::, a LAN address, any other host name
 
 
 def exposure_error(host: str, auth, read_only: bool) -> str | None:
