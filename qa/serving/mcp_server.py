@@ -5,7 +5,7 @@ index)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote
 
 import anyio
@@ -13,7 +13,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import Resource as MCPResource
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from .. import config
 from ..errors import QAError
@@ -56,7 +56,7 @@ what the documents say about a topic, to check coverage before asking, or when `
 answer. `k`: how many passages (1 to {limits.MAX_SEARCH_K})."""
 
 
-class HistoryMessage(TypedDict):
+class HistoryMessage(BaseModel):
     """An earlier message: a user question, or an assistant's answer text."""
 
     role: Literal["user", "assistant"]
