@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +21,7 @@ from qa.serving import answer_to_json, authorized, exposure_error, token_from
 from qa.serving.answers import answer_as_text, reply_answer
 from qa.serving.api import create_app
 
-from .conftest import SEEDS, free_port
+from .conftest import ROOT, SEEDS, free_port
 
 INTERCEPTORS = "How many interceptors is the Pentagon sending to Ukraine?"
 # Our own documents, beside a copy of the seeds: one in a sub-folder, one uploaded by a test.
@@ -249,6 +252,34 @@ def test_off_loopback_every_route_needs_the_token(engine):
         answer = httpx.post(f"{base}/v1/ask", headers=good, timeout=60,
                             json={"question": LIGHTHOUSE_QUESTION}).json()
         assert answer["text"] == "Tomasz Wielgus"
+
+
+def test_qa_serve_command_shares_behind_the_token_from_the_environment(folder):
+    port = free_port()
+    env = {**os.environ, "QA_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "qa.cli", "serve", "--host", "0.0.0.0", "--port", str(port),
+               "--seeds", str(folder / "docs"), "--index", str(folder / "index")]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    base, good = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "qa serve did not start"
+            try:
+                status = httpx.get(f"{base}/v1/status", headers=good)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert status.status_code == 200
+        one_line_error(httpx.get(f"{base}/v1/status"), 401)
+        answer = httpx.post(f"{base}/v1/ask", json={"question": LIGHTHOUSE_QUESTION},
+                            headers=good, timeout=60)
+        assert answer.json()["text"] == "Tomasz Wielgus"
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
