@@ -214,6 +214,31 @@ def test_uploads_are_checked_as_the_chats_are(client, engine, monkeypatch):
     assert not (engine.seeds_dir / "big.txt").exists()
 
 
+def test_too_many_questions_at_once_get_429(engine, monkeypatch):
+    from qa.serving import limits
+
+    monkeypatch.setattr(limits, "MAX_CONCURRENT_ANSWERS", 1)
+    monkeypatch.setattr(limits, "MAX_WAITING_ANSWERS", 0)
+    app = create_app(engine)
+    client = TestClient(app)
+    with app.state.slots:  # the one slot is taken
+        response = client.post("/v1/ask", json={"question": LIGHTHOUSE_QUESTION})
+        assert "try again" in one_line_error(response, 429)
+        assert response.headers["retry-after"] == "1"
+    assert client.post("/v1/ask", json={"question": LIGHTHOUSE_QUESTION}).status_code == 200
+
+
+def test_an_unexpected_failure_is_a_one_line_500(engine, monkeypatch):
+    client = TestClient(create_app(engine), raise_server_exceptions=False)
+
+    def broken():
+        raise RuntimeError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(engine, "status", broken)
+    message = one_line_error(client.get("/v1/status"), 500)
+    assert "RuntimeError" in message and "fire" not in message
+
+
 def test_read_only_has_no_upload(engine):
     client = TestClient(create_app(engine, read_only=True))
     assert client.post("/v1/documents", files={"file": ("x.txt", b"Some text.")}).status_code in (

@@ -30,7 +30,9 @@ class AnswerSlots:
     """At most MAX_CONCURRENT_ANSWERS answers at once; up to MAX_WAITING_ANSWERS more wait,
     any beyond that are refused with ``Busy`` (HTTP 429) instead of queueing without end."""
 
-    def __init__(self, running: int = MAX_CONCURRENT_ANSWERS, waiting: int = MAX_WAITING_ANSWERS):
+    def __init__(self, running: int | None = None, waiting: int | None = None):
+        running = MAX_CONCURRENT_ANSWERS if running is None else running
+        waiting = MAX_WAITING_ANSWERS if waiting is None else waiting
         self._run = threading.BoundedSemaphore(running)
         self._admit = threading.BoundedSemaphore(running + waiting)
 
