@@ -243,11 +243,13 @@ def cmd_serve(args) -> int:
 def cmd_mcp(args) -> int:
     from .serving.mcp_server import build_server, serve_http
 
+    host, token = _exposure(args, "the MCP server") if args.http else (None, None)
+    engine = _engine(args)
+    _warm_up(engine)
+    server = build_server(engine)
     if not args.http:
-        build_server(_engine(args)).run("stdio")
+        server.run("stdio")
         return 0
-    host, token = _exposure(args, "the MCP server")
-    server = build_server(_engine(args))
     mode = "; bearer token required" if token else ""
     print(f"qa MCP server on http://{_url_host(host)}:{args.port}/mcp{mode}; Ctrl+C stops it",
           file=sys.stderr, flush=True)
