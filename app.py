@@ -27,7 +27,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
+from qa.serving import open_engine
 from qa.serving.auth import is_loopback
+from qa.serving.limits import MAX_HISTORY_MESSAGES  # the earlier turns a follow-up is read with
 from qa.uploads import UploadError, allowed_suffixes, read_upload, save_upload
 
 log = logging.getLogger("qa.app")
@@ -38,7 +40,6 @@ EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question
 MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
-MAX_HISTORY_MESSAGES = 12  # the earlier turns a follow-up question is read with
 SEARCHING = "Searching the documents"  # CSS adds animated dots
 COPY_LABEL = "Copy citations"
 
@@ -730,8 +731,7 @@ def main(argv=None) -> int:
         print(f"error: documents folder {args.seeds} does not exist (use --seeds)", file=sys.stderr)
         return 2
     try:
-        # The store only when named: $QA_STORE is read by QA itself.
-        engine = QA(args.seeds, args.index, **({"store": args.store} if args.store else {}))
+        engine = open_engine(args.seeds, args.index, store=args.store or None)
     except QAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
