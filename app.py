@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import ipaddress
 import logging
 import os
 import re
@@ -28,6 +27,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
+from qa.serving import open_engine
+from qa.serving.auth import is_loopback
+from qa.serving.limits import MAX_HISTORY_MESSAGES  # the earlier turns a follow-up is read with
 from qa.uploads import UploadError, allowed_suffixes, read_upload, save_upload
 
 log = logging.getLogger("qa.app")
@@ -38,7 +40,6 @@ EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question
 MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
-MAX_HISTORY_MESSAGES = 12  # the earlier turns a follow-up question is read with
 SEARCHING = "Searching the documents"  # CSS adds animated dots
 COPY_LABEL = "Copy citations"
 
@@ -601,17 +602,6 @@ def resolve_host(host: str | None = None) -> str:
     return host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
 
 
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach: 127.0.0.0/8, ::1, localhost."""
-    name = str(host).strip().strip("[]").lower()
-    if name in ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False  # 0.0.0.0, "", ::, a LAN address, any other host name
-
-
 def exposure_error(host: str, auth, read_only: bool) -> str | None:
     """Why the app must not listen on ``host`` as configured, or None when it may: beyond
     loopback it needs a login (auth) or read-only mode."""
@@ -741,8 +731,7 @@ def main(argv=None) -> int:
         print(f"error: documents folder {args.seeds} does not exist (use --seeds)", file=sys.stderr)
         return 2
     try:
-        # The store only when named: $QA_STORE is read by QA itself.
-        engine = QA(args.seeds, args.index, **({"store": args.store} if args.store else {}))
+        engine = open_engine(args.seeds, args.index, store=args.store or None)
     except QAError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

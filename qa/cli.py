@@ -1,4 +1,4 @@
-"""The `qa` command line: build, ask, chat, status, eval, watch, migrate."""
+"""The `qa` command line: build, ask, chat, status, eval, watch, serve, mcp, migrate."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ from pathlib import Path
 
 from . import config
 from .errors import QAError
+from .serving.answers import answer_to_json
 
 
 def _engine(args):
-    from .pipeline import QA
-    from .reading import make_reader
+    from .serving import open_engine
 
-    reader = getattr(args, "reader", config.READER)
-    if getattr(args, "min_confidence", None) is not None:
-        reader = make_reader(reader, min_confidence=args.min_confidence)
-    return QA(args.seeds, args.index, model=args.model, reader=reader, store=args.store)
+    return open_engine(args.seeds, args.index, model=args.model,
+                       reader=getattr(args, "reader", config.READER), store=args.store,
+                       min_confidence=getattr(args, "min_confidence", None))
 
 
 def _progress_bar():
@@ -117,7 +116,7 @@ def cmd_ask(args) -> int:
     engine = _engine(args)
     result = engine.answer(args.question, top_k=args.k)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        print(json.dumps(answer_to_json(result), ensure_ascii=False, indent=2))
         return 0
     _print_answer(result, sys.stdout.isatty())
     return 0
@@ -149,7 +148,7 @@ def cmd_chat(args) -> int:
             print(f"qa: error: {e}", file=sys.stderr)
             continue
         if args.json:
-            print(json.dumps(result.to_dict(), ensure_ascii=False), flush=True)
+            print(json.dumps(answer_to_json(result), ensure_ascii=False), flush=True)
         else:
             _print_answer(result, tty)
             print(flush=True)
@@ -200,6 +199,79 @@ def cmd_watch(args) -> int:
 
     watch(_engine(args), interval=args.interval)
     return 0
+
+
+def _exposure(args, what: str):
+    """(host, token) to serve on, or QAError when the sharing rule refuses them."""
+    from .serving import exposure_error, token_from
+
+    token = token_from(args.token)
+    problem = exposure_error(args.host, token, getattr(args, "read_only", None), what)
+    if problem:
+        raise QAError(problem)
+    return args.host, token
+
+
+def _warm_up(engine) -> None:
+    """Load the models and bring the index up to date in the background, before the first
+    question (which would otherwise wait for both)."""
+    import threading
+
+    def run():
+        try:
+            engine.refresh()
+        except Exception as e:  # noqa: BLE001 - the first question reports it
+            logging.getLogger("qa").warning("could not prepare the index: %s", e)
+
+    threading.Thread(target=run, name="qa-warm-up", daemon=True).start()
+
+
+def cmd_serve(args) -> int:
+    from .serving.api import serve
+
+    host, token = _exposure(args, "the API (its uploads included)")
+    engine = _engine(args)
+    _warm_up(engine)
+    mode = "; bearer token required" if token else ""
+    mode += "; read-only" if args.read_only else ""
+    print(f"qa API on http://{_url_host(host)}:{args.port}/v1 (docs: /docs{mode}); Ctrl+C stops it",
+          file=sys.stderr, flush=True)
+    serve(engine, host, args.port, token, args.read_only)
+    return 0
+
+
+def cmd_mcp(args) -> int:
+    from .serving.mcp_server import build_server, serve_http
+
+    host, token = _exposure(args, "the MCP server") if args.http else (None, None)
+    engine = _engine(args)
+    _warm_up(engine)
+    server = build_server(engine)
+    if not args.http:
+        server.run("stdio")
+        return 0
+    mode = "; bearer token required" if token else ""
+    print(f"qa MCP server on http://{_url_host(host)}:{args.port}/mcp{mode}; Ctrl+C stops it",
+          file=sys.stderr, flush=True)
+    serve_http(server, host, args.port, token)
+    return 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _add_sharing(p: argparse.ArgumentParser, port: int, read_only: bool = True) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: %(default)s); beyond loopback a token "
+                        "is required" + (" or --read-only" if read_only else ""))
+    p.add_argument("--port", type=int, default=port, help="port (default: %(default)s)")
+    p.add_argument("--token", default=None,
+                   help="require 'Authorization: Bearer TOKEN' on every request "
+                        "(default: $QA_TOKEN)")
+    if read_only:
+        p.add_argument("--read-only", action="store_true",
+                       help="no uploads: POST /v1/documents does not exist")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +326,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", parents=[common], help="keep the index fresh as files change")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between checks")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("serve", parents=[common],
+                       help="a JSON HTTP API (/v1) and an OpenAI-compatible chat endpoint")
+    _add_sharing(p, 8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("mcp", parents=[common],
+                       help="an MCP server (stdio; --http for streamable HTTP)")
+    p.add_argument("--http", action="store_true",
+                   help="serve streamable HTTP at /mcp instead of stdio")
+    _add_sharing(p, 8001, read_only=False)
+    p.set_defaults(func=cmd_mcp)
 
     p = sub.add_parser("migrate", parents=[common],
                        help="move the folder's file index into --store (nothing re-embedded)")

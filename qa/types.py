@@ -5,7 +5,7 @@ This module imports nothing of ours, so any module may import it without a cycle
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,3 @@ class Answer:
         if self.text is None:
             return "The documents do not say. The closest passages are quoted below."
         return self.text
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["message"] = self.message
-        return d

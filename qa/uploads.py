@@ -55,6 +55,10 @@ class UploadError(QAError):
     """An upload was refused; the message is one line that says why, for the user."""
 
 
+class TooLarge(UploadError):
+    """Refused for its size: the file is over the upload limit, or the folder's quota."""
+
+
 @dataclass(frozen=True)
 class SavedUpload:
     original: str  # the name as uploaded (possibly unsafe; for messages only)
@@ -124,7 +128,7 @@ def check_content(data: bytes, name: str, max_bytes: int | None = None) -> str:
     limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     shown = _shown(name)
     if len(data) > limit:
-        raise UploadError(
+        raise TooLarge(
             f"{shown} is {_size(len(data))}; the upload limit is {_size(limit)} per file"
         )
     try:
@@ -154,7 +158,7 @@ def read_upload(path: str | Path, name: str | None = None, max_bytes: int | None
     try:
         size = path.stat().st_size
         if size > limit:
-            raise UploadError(
+            raise TooLarge(
                 f"{shown} is {_size(size)}; the upload limit is {_size(limit)} per file"
             )
         with open(path, "rb") as f:
@@ -206,12 +210,12 @@ def check_quota(
     files, size = folder_usage(folder)
     shown = _shown(name)
     if files + 1 > max_files:
-        raise UploadError(
+        raise TooLarge(
             f"{shown}: the documents folder is full ({files:,} documents, the quota is "
             f"{max_files:,}; QA_MAX_FOLDER_FILES sets it)"
         )
     if size + incoming > max_bytes:
-        raise UploadError(
+        raise TooLarge(
             f"{shown} ({_size(incoming)}) would take the documents folder past its quota of "
             f"{_size(max_bytes)} ({_size(size)} used; QA_MAX_FOLDER_BYTES sets it)"
         )

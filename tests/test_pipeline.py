@@ -6,6 +6,7 @@ import pytest
 
 from qa import QAError
 from qa.evaluate import evaluate, load_questions
+from qa.serving import answer_to_json
 
 from .conftest import DATA, DEV_QUESTIONS
 
@@ -23,7 +24,7 @@ def test_answer_contract(seed_engine):
         assert stored[q.start : q.end] == q.text
         if q.answer_start is not None:
             assert q.start <= q.answer_start < q.answer_end <= q.end
-    d = r.to_dict()
+    d = answer_to_json(r)
     assert d["text"] == r.text and d["quotes"][0]["source"] == r.quotes[0].source
 
 
