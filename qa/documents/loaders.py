@@ -190,7 +190,7 @@ _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 # What browsers decode these declarations as (the WHATWG encoding standard).
-_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252"}
+_CHARSET_ALIASES = {"iso8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252"}
 
 
 def html_codec(label: str) -> str:
@@ -206,7 +206,20 @@ def html_codec(label: str) -> str:
     return _CHARSET_ALIASES.get(info.name, info.name)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_only(text: str) -> str:
+    """``text`` with each lone surrogate (which a codec such as unicode-escape can yield, and
+    which neither lxml nor UTF-8 accepts) replaced by U+FFFD, one for one so offsets hold."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
 def _decode_html(data: bytes, source: str) -> str:
+    return text_only(_decode_declared(data, source))
+
+
+def _decode_declared(data: bytes, source: str) -> str:
     for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                        (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
         if data.startswith(bom):
@@ -538,13 +551,8 @@ def extract(data: bytes, source: str) -> Extracted:
     if not extracted.text.strip():
         raise QAError(f"{source}: empty (no text); skipped")
     check_chars(len(extracted.text), source)
-    if _SURROGATE.search(extracted.text):  # a codec such as unicode-escape can yield them
-        # One for one, so every offset into the text stays the same.
-        extracted = Extracted(_SURROGATE.sub("\ufffd", extracted.text), extracted.sections)
-    return extracted
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+    text = text_only(extracted.text)
+    return extracted if text is extracted.text else Extracted(text, extracted.sections)
 
 
 def read_regular(path: str | Path, limit: int) -> bytes:

@@ -23,21 +23,28 @@ class FileState:
     skip: str = ""
 
 
-_UNUSUAL = re.compile("[\\\\\ud800-\udfff]")  # a backslash or a lone surrogate
+# A backslash, a lone surrogate (a byte that is not UTF-8), and what a terminal would take as
+# a command: C0 and C1 controls, DEL, bidi controls, line and paragraph separators.
+_UNUSUAL = re.compile("[\\\\\ud800-\udfff\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028"
+                      "\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if char == "\\":
+        return "\\\\"
+    if 0xDC80 <= code <= 0xDCFF:  # the byte ``code - 0xDC00`` that is not UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"
 
 
 def printable_name(name: str) -> str:
-    """A file name as text that can be stored and shown, one to one: the bytes of a name that
-    is not UTF-8 (which Python carries as lone surrogates) written ``\\xNN`` as Python writes
-    bytes (``b"caf\\xe9.txt"`` is listed as ``caf\\xe9.txt``), and a backslash as two, so
-    no other file's name can print the same."""
-    if not _UNUSUAL.search(name):
-        return name
-    name = name.replace("\\", "\\\\")
-    try:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # not from the file system: escape each surrogate
-        return re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", name)
+    """A file name as one line of text that can be stored and shown, one to one: a byte that
+    is not UTF-8 (which Python carries as a lone surrogate) written ``\\xNN`` as Python writes
+    bytes (``b"caf\\xe9.txt"`` is listed as ``caf\\xe9.txt``), a control character as
+    ``\\x1b`` or ``\\u202e``, and a backslash as two, so no other name prints the same."""
+    return _UNUSUAL.sub(_escape, name) if _UNUSUAL.search(name) else name
 
 
 def _is_ignored(name: str) -> bool:
