@@ -161,6 +161,9 @@ def cmd_chat(args) -> int:
         if not question or question == "/new":
             conversation.clear()
             continue
+        if "\udc80" <= max(question) and any("\udc80" <= c <= "\udcff" for c in question):
+            _err("qa: error: the line is not UTF-8 text; skipped")
+            continue
         try:
             result = conversation.ask(question)
         except QAError as e:  # a bad question ends nothing: say why and go on

@@ -20,11 +20,11 @@ from qa.documents import (
     SUFFIXES,
     Document,
     extract,
+    loaders,
     printable_name,
     scan_documents,
     split_document,
 )
-from qa.documents import loaders
 from qa.errors import QAError
 from qa.index.folder import read_source
 
