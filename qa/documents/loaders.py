@@ -6,6 +6,11 @@ its sections. Offsets everywhere index this extracted text.
   collapsed; scripts, styles, navigation, page header, footer and asides dropped.
 - ``.docx``: paragraphs and table cells separated by blank lines.
 - ``.pdf``: each page's text (pypdf), wrapped lines rejoined, pages separated by blank lines.
+
+Whatever goes wrong in a loader (a parser's own exception, a codec, a limit) is a QAError with
+a one-line reason that skips that document alone. The limits of ``config`` (docs/limits.md)
+are checked while a file is read: characters as text accumulates, a PDF's pages before any is
+read and its text as pypdf draws it, a .docx's unpacked size before it is parsed.
 """
 
 from __future__ import annotations
@@ -190,7 +195,7 @@ _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 # What browsers decode these declarations as (the WHATWG encoding standard).
-_CHARSET_ALIASES = {"iso8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252"}
+_CHARSET_ALIASES = {"iso8859-1": "cp1252", "ascii": "cp1252"}  # by codecs.lookup names
 
 
 def html_codec(label: str) -> str:
