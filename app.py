@@ -27,6 +27,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
+from qa.display import format_bytes
 from qa.serving import open_engine
 from qa.serving.auth import is_loopback
 from qa.serving.limits import MAX_HISTORY_MESSAGES  # the earlier turns a follow-up is read with
@@ -453,7 +454,7 @@ def build_app(
                 uploader = gr.File(
                     label=(
                         f"Add {_kinds(suffixes)} documents "
-                        f"(up to {config.MAX_UPLOAD_BYTES / 2**20:g} MB each)"
+                        f"(up to {format_bytes(config.MAX_UPLOAD_BYTES)} each)"
                     ),
                     file_count="multiple",
                     file_types=suffixes,

@@ -10,8 +10,18 @@ import sys
 from pathlib import Path
 
 from . import config
+from .display import json_printable, printable
 from .errors import QAError
 from .serving.answers import answer_to_json
+
+
+def _json(data) -> str:
+    """JSON for the terminal: every control character escaped."""
+    return json_printable(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _err(message: str) -> None:
+    print(printable(message, newlines=False), file=sys.stderr)
 
 
 def _engine(args):
@@ -41,19 +51,20 @@ def _progress_bar():
 
 def cmd_build(args) -> int:
     engine = _engine(args)
-    report = engine.rebuild(progress=_progress_bar(), full=args.full)
-    _print_report("indexed", report, engine.backend.location)
+    report = engine.rebuild(progress=_progress_bar(), full=args.full)  # logs what it skipped
+    _print_report("indexed", report, engine.backend.location, list_skipped=False)
     return 0
 
 
-def _print_report(done: str, report, location: str) -> None:
-    print(
+def _print_report(done: str, report, location: str, list_skipped: bool = True) -> None:
+    print(printable(
         f"{done} {report.documents} documents, {report.passages} passages "
         f"({report.embedded} embedded, {report.reused} reused) in {report.seconds:.1f} s "
         f"-> {location}"
-    )
-    for reason in report.skipped.values():
-        print(f"skipped: {reason}", file=sys.stderr)
+    ))
+    if list_skipped:
+        for reason in report.skipped.values():
+            _err(reason)
 
 
 def cmd_migrate(args) -> int:
@@ -76,8 +87,7 @@ def cmd_migrate(args) -> int:
         raise QAError(f"the file index cannot be read ({e}); rebuild it or run qa build "
                       f"--store {target}") from None
     if previous is None:
-        print(f"no file index in {source.backend.location}: building from the documents",
-              file=sys.stderr)
+        _err(f"no file index in {source.backend.location}: building from the documents")
     _, report = engine.backend.build(engine.seeds_dir, engine.encoder,
                                      annotator=engine.reader.annotator(),
                                      progress=_progress_bar(), previous=previous)
@@ -86,26 +96,32 @@ def cmd_migrate(args) -> int:
 
 
 def _marked(quote, tty: bool) -> str:
+    """A quote's text, control characters escaped, its answer span marked (in reverse video
+    on a terminal, else [[like this]])."""
     parts = quote.highlighted
     if parts is None:
-        return quote.text
-    before, answer, after = parts
+        return printable(quote.text)
+    before, answer, after = (printable(p) for p in parts)
     if tty:
         return f"{before}\033[1;7m{answer}\033[0m{after}"
     return f"{before}[[{answer}]]{after}"
 
 
 def _print_answer(result, tty: bool) -> None:
+    """An answer and its quotes; everything that came from a document or a question is
+    printed with its control characters escaped (a document cannot drive the terminal)."""
     if result.standalone:
-        print(f"(answered as: {result.standalone})")
+        print(f"(answered as: {printable(result.standalone, newlines=False)})")
     if result.text is None:
-        print(f"{result.message}  (probability of no answer {result.score:.2f})")
+        print(f"{printable(result.message, newlines=False)}  "
+              f"(probability of no answer {result.score:.2f})")
     else:
-        sources = ", ".join(result.sources)
-        print(f"{result.text}  (confidence {result.score:.2f}; {sources})")
+        sources = printable(", ".join(result.sources), newlines=False)
+        print(f"{printable(result.text, newlines=False)}  "
+              f"(confidence {result.score:.2f}; {sources})")
     for i, q in enumerate(result.quotes, 1):
         where = q.source + (f", {q.location}" if q.location else "")
-        where += f", paragraph {q.paragraph}, chars {q.start}-{q.end}"
+        where = printable(where, newlines=False) + f", paragraph {q.paragraph}, chars {q.start}-{q.end}"
         if q.answer_start is not None:
             where += f", answer at {q.answer_start}-{q.answer_end}"
         print(f"\n[{i}] {where} (relevance {q.score:.2f})")
@@ -116,7 +132,7 @@ def cmd_ask(args) -> int:
     engine = _engine(args)
     result = engine.answer(args.question, top_k=args.k)
     if args.json:
-        print(json.dumps(answer_to_json(result), ensure_ascii=False, indent=2))
+        print(_json(answer_to_json(result)))
         return 0
     _print_answer(result, sys.stdout.isatty())
     return 0
@@ -128,6 +144,8 @@ def cmd_chat(args) -> int:
     engine = _engine(args)
     conversation = engine.conversation(top_k=args.k)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
+    if hasattr(sys.stdin, "reconfigure"):  # a line that is not UTF-8 is refused, not fatal
+        sys.stdin.reconfigure(errors="surrogateescape")
     if tty:
         print("Ask about the documents; follow-ups refer to the answers before them. "
               "/new starts over, /quit ends.")
@@ -142,13 +160,17 @@ def cmd_chat(args) -> int:
         if not question or question == "/new":
             conversation.clear()
             continue
+        if "\udc80" <= max(question) and any("\udc80" <= c <= "\udcff" for c in question):
+            _err("qa: error: the line is not UTF-8 text; skipped")
+            continue
         try:
             result = conversation.ask(question)
         except QAError as e:  # a bad question ends nothing: say why and go on
-            print(f"qa: error: {e}", file=sys.stderr)
+            _err(f"qa: error: {e}")
             continue
         if args.json:
-            print(json.dumps(answer_to_json(result), ensure_ascii=False), flush=True)
+            data = json.dumps(answer_to_json(result), ensure_ascii=False)
+            print(json_printable(data), flush=True)
         else:
             _print_answer(result, tty)
             print(flush=True)
@@ -158,22 +180,23 @@ def cmd_status(args) -> int:
     engine = _engine(args)
     status = engine.status()
     if args.json:
-        print(json.dumps(status, ensure_ascii=False, indent=2))
+        print(_json(status))
         return 0
+    lines = []
     if status["built"] is None:
-        print(f"no index in {status['index_dir']} yet (run: qa build)")
+        lines.append(f"no index in {status['index_dir']} yet (run: qa build)")
     else:
-        print(f"index {status['index_dir']}: built {status['built']}, "
-              f"{status['documents']} documents, {status['passages']} passages, "
-              f"model {status['model']}, dense {status['dense']}")
-        for source, n in status["sources"].items():
-            print(f"  {source}: {n} passages")
-        for reason in status["skipped"].values():
-            print(f"  skipped {reason}")
+        lines.append(f"index {status['index_dir']}: built {status['built']}, "
+                     f"{status['documents']} documents, {status['passages']} passages, "
+                     f"model {status['model']}, dense {status['dense']}")
+        lines += [f"  {source}: {n} passages" for source, n in status["sources"].items()]
+        lines += [f"  skipped {reason}" for reason in status["skipped"].values()]
     if status["stale"]:
-        print("stale: " + "; ".join(status["stale"][:10]))
+        lines.append("stale: " + "; ".join(status["stale"][:10]))
     else:
-        print("up to date with " + status["seeds_dir"])
+        lines.append("up to date with " + status["seeds_dir"])
+    for line in lines:
+        print(printable(line, newlines=False))
     return 0
 
 
@@ -188,9 +211,9 @@ def cmd_eval(args) -> int:
         data = asdict(report)
         if not args.details:
             data.pop("rows")
-        print(json.dumps(data, ensure_ascii=False, indent=2))
+        print(_json(data))
     else:
-        print(format_report(report, details=args.details))
+        print(printable(format_report(report, details=args.details)))
     return 0
 
 
@@ -345,25 +368,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with their control characters escaped: they name files and quote errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), newlines=False)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the exit status: 0 done, 2 a one-line error, 130 interrupted, 141
+    the reader of its output went away (``qa status | head -2``)."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at exit
+        return status
+    except BrokenPipeError:
+        # Whatever is still buffered must not be flushed into the closed pipe at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="qa: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("qa: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        handlers=[handler])
     for noisy in ("faiss", "sentence_transformers", "transformers", "httpx", "milvus_lite"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if getattr(args, "k", 1) < 1:
-        print("qa: error: -k must be at least 1", file=sys.stderr)
+        _err("qa: error: -k must be at least 1")
         return 2
     try:
         return args.func(args)
     except QAError as e:
-        print(f"qa: error: {e}", file=sys.stderr)
+        _err(f"qa: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("qa: interrupted", file=sys.stderr)
+        _err("qa: interrupted")
         return 130
 
 

@@ -39,8 +39,23 @@ MIN_CONFIDENCE = os.environ.get("QA_MIN_CONFIDENCE", "")
 
 # The formats read, each by its loader in qa/documents/loaders.py (qa.documents.SUFFIXES).
 DOCUMENT_SUFFIXES = (".txt", ".md", ".pdf", ".html", ".htm", ".docx")
+
+# Limits on what one document may be and expand to (docs/limits.md). A document over one is
+# skipped with its reason; the checks run while it is read, so a small file that would expand
+# to hours of work stops early. Each can be set by the environment variable named beside it.
 MAX_FILE_BYTES = int(os.environ.get("QA_MAX_FILE_BYTES", 20 * 1024 * 1024))
-UNPACKED_RATIO = 10  # a .docx may unpack to at most this many times MAX_FILE_BYTES
+# Characters of extracted text: 2.5 times the longest novels (Proust's "In Search of Lost
+# Time", about 7.5 M characters in English; the King James Bible is 4.3 M).
+MAX_DOCUMENT_CHARS = int(os.environ.get("QA_MAX_DOCUMENT_CHARS", 20_000_000))
+# Passages: the splitter averages 400-1,000 characters a passage on prose, so 20 M characters
+# of real text make 20,000-50,000 passages.
+MAX_DOCUMENT_PASSAGES = int(os.environ.get("QA_MAX_DOCUMENT_PASSAGES", 50_000))
+# Pages of a PDF: the longest printed books run to a few thousand.
+MAX_PDF_PAGES = int(os.environ.get("QA_MAX_PDF_PAGES", 10_000))
+# A compressed format (.pdf, .docx) may expand to at most this many bytes of unpacked content
+# (.docx) or characters of text (.pdf) per byte of file. Deflate's own limit is about 1,000;
+# real documents stay under 20 (text-only PDFs under 5).
+MAX_EXPANSION_RATIO = int(os.environ.get("QA_MAX_EXPANSION_RATIO", 100))
 
 # Passage splitting.
 MAX_PASSAGE_CHARS = 1200

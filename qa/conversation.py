@@ -23,6 +23,8 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from . import config
+
 # similarity(phrase, candidates) -> one score per candidate, higher is closer in meaning.
 Similarity = Callable[[str, list[str]], list[float]]
 
@@ -630,7 +632,8 @@ def turns_from_history(history, similarity: Similarity | None = None) -> list[Tu
         role, content = message["role"], message.get("content")
         if role == "user":
             question = _content_text(content) or ""
-            if not question.strip():
+            if not question.strip() or len(question) > config.MAX_QUESTION_CHARS:
+                pending = None  # nothing to resolve from: it was never a question asked
                 continue
             previous = turns[-1] if turns else None
             pending = (question, standalone_question(question, previous, similarity))

@@ -1,7 +1,7 @@
 """Sentence embeddings: resolving the model offline and encoding text into normalised vectors.
 
 Encoding runs on ONNX Runtime (see ``onnx_encoder``): the model is exported once into a cache
-folder (by default ``<index>/encoders``), after which neither building nor answering imports
+folder (by default one per user: ``~/.cache/qa/encoders``), after which neither building nor answering imports
 torch or sentence-transformers. Where no export can be made (torch or onnx missing, an
 unsupported model) or the ``QA_ENCODER_BACKEND=torch`` environment variable asks for it, the
 sentence-transformers model is used instead; both give the same vectors (cosine >= 0.9999).
@@ -44,10 +44,19 @@ def resolve_model(name: str = config.EMBEDDING_MODEL) -> str:
 
 
 def default_cache_dir() -> Path:
-    """Where ONNX exports live when no folder is given: $QA_ENCODER_CACHE, else
-    ``<default index>/encoders``."""
+    """Where ONNX exports live when no folder is given, one per user whatever the working
+    directory: $QA_ENCODER_CACHE, else ``$XDG_CACHE_HOME/qa/encoders``, else
+    ``~/.cache/qa/encoders`` (``<default index>/encoders`` where there is no home)."""
     env = os.environ.get("QA_ENCODER_CACHE")
-    return Path(env) if env else config.DEFAULT_INDEX / "encoders"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative path is to be ignored
+        return Path(xdg) / "qa" / "encoders"
+    try:
+        return Path.home() / ".cache" / "qa" / "encoders"
+    except RuntimeError:  # no home directory to be found
+        return config.DEFAULT_INDEX / "encoders"
 
 
 class Encoder:
@@ -121,6 +130,7 @@ class Encoder:
             folder = ox.export_dir(self.cache_dir, self.model_id, self.path)
             try:
                 self._onnx = ox.OnnxEncoder(folder)
+                ox.mark_used(folder)
                 return
             except ox.ExportBroken as e:
                 if folder.exists():

@@ -47,6 +47,10 @@ OPSET = 17
 PROBE_TEXT = "Probe: the Varnel depot holds 4,312 crates of grain; café 東京, 1931."
 PROBE_MIN_COSINE = 0.9999  # the export against sentence-transformers, and a load against both
 STALE_TMP_SECONDS = 3600  # .tmp-* folders older than this are leftovers of killed exports
+# The cache is shared by every install of a user (each venv's copy of the model has its own
+# fingerprint), so another fingerprint's export is removed only when unused for this long.
+UNUSED_EXPORT_SECONDS = 30 * 86400
+USED_MARK_SECONDS = 86400  # a loaded export's folder time is refreshed at most this often
 
 
 class ExportUnavailable(Exception):
@@ -161,9 +165,10 @@ def _collect_garbage(cache_dir: Path, keep: Path) -> None:
             if p.name.startswith(".tmp-"):
                 if now - p.stat().st_mtime > STALE_TMP_SECONDS:
                     shutil.rmtree(p, ignore_errors=True)
-            elif p.name.startswith(prefix) and len(p.name) == len(keep.name):
-                # An export of an older copy of the model's files. Loaded sessions keep their
-                # own copy of the weights, so deleting it cannot hurt a running reader.
+            elif (p.name.startswith(prefix) and len(p.name) == len(keep.name)
+                  and now - p.stat().st_mtime > UNUSED_EXPORT_SECONDS):
+                # An export of another copy of the model's files, unused for a month. Loaded
+                # sessions keep their own copy of the weights: deleting it cannot hurt them.
                 shutil.rmtree(p, ignore_errors=True)
         except OSError:
             pass
@@ -266,6 +271,16 @@ def export(model_id: str, model_path: str, cache_dir: Path, st_model=None) -> Pa
         raise
     _collect_garbage(cache_dir, keep=final)
     return final
+
+
+def mark_used(folder: Path) -> None:
+    """Note that an export is in use (its folder's time), so that no other install sharing
+    the cache removes it as unused."""
+    try:
+        if time.time() - folder.stat().st_mtime > USED_MARK_SECONDS:
+            os.utime(folder)
+    except OSError:  # a read-only cache: nothing removes from it either
+        pass
 
 
 def _umask() -> int:

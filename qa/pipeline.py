@@ -22,6 +22,7 @@ log = logging.getLogger("qa")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_question(question: str) -> str:
@@ -33,6 +34,10 @@ def clean_question(question: str) -> str:
             f"the question is {len(question):,} characters long; the limit is "
             f"{config.MAX_QUESTION_CHARS:,}"
         )
+    surrogate = _SURROGATE.search(question)
+    if surrogate:
+        raise QAError(f"the question holds U+{ord(surrogate.group()):04X} at character "
+                      f"{surrogate.start() + 1}, half of a character pair, not text")
     question = " ".join(_CONTROL.sub(" ", question).split())
     if not question:
         raise QAError("the question is empty")
@@ -65,6 +70,10 @@ class QA:
         or ``QA_STORE``), ``milvus:///path/to/file.db`` or ``milvus://host:19530``."""
         from .embedding import Encoder
 
+        if seeds_dir is None:
+            seeds_dir = config.DEFAULT_SEEDS
+        if not isinstance(seeds_dir, (str, Path)):
+            raise QAError(f"the documents folder must be a path, not {type(seeds_dir).__name__}")
         self.seeds_dir = Path(seeds_dir)
         self.backend: index_mod.Backend = index_mod.open_store(
             config.STORE if store is None else store, self.seeds_dir,
@@ -117,7 +126,7 @@ class QA:
                 log.info("index is stale (%s); updating", "; ".join(reasons[:3]))
                 try:
                     report = self.rebuild(found=found)
-                except (OSError, QAError) as e:
+                except Exception as e:  # noqa: BLE001 - whatever failed, the old index serves
                     if self._index is None:
                         raise
                     # The previous version is intact: keep serving it, say why it is old.
@@ -188,7 +197,7 @@ class QA:
             self._index = None
             self._reload_if_replaced(trusted=built.get("version_dir"))
             for reason in report.skipped.values():
-                log.warning("skipped %s", reason)
+                log.warning("%s", reason)
             return report
 
     def _read_manifest(self) -> dict | None:
@@ -234,6 +243,8 @@ class QA:
         if not isinstance(top_k, int) or top_k < 1:
             raise QAError("top_k must be a positive whole number")
         standalone = self.standalone_question(question, history)
+        if len(standalone) > config.MAX_QUESTION_CHARS:  # a long turn before: ask it as it is
+            standalone = question
         asked = clean_question(standalone) if standalone != question else question
         result = self._read(asked, top_k)
         if asked != question:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
+from .display import format_bytes
 from .errors import QAError
 
 MAX_NAME_CHARS = 120
@@ -123,7 +124,8 @@ def check_content(data: bytes, name: str, max_bytes: int | None = None) -> str:
     """The text the indexer would read from an upload named ``name`` (by its type), or
     UploadError saying in one line why it cannot be used: too big, or refused by the indexer's
     loader (not UTF-8, binary, empty, encrypted, scanned, corrupt)."""
-    from .documents import extract
+    from .documents import extract, split_spans
+    from .documents.splitting import check_passages
 
     limit = config.MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     shown = _shown(name)
@@ -133,6 +135,8 @@ def check_content(data: bytes, name: str, max_bytes: int | None = None) -> str:
         )
     try:
         extracted = extract(data, str(name))
+        breaks = [offset for offset, _ in extracted.sections]
+        check_passages(len(split_spans(extracted.text, breaks=breaks)), str(name))
     except QAError as e:
         reason = str(e).splitlines()[0] if str(e) else f"{shown}: cannot be read"
         reason = re.sub(r";\s*skipped\.?$", "", reason.strip())
@@ -143,11 +147,7 @@ def check_content(data: bytes, name: str, max_bytes: int | None = None) -> str:
 
 
 def _size(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n / (1024 * 1024):.1f} MB"
+    return format_bytes(n)
 
 
 def read_upload(path: str | Path, name: str | None = None, max_bytes: int | None = None) -> bytes:

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .display import printable
 from .documents import scan_documents
-from .errors import QAError
 
 log = logging.getLogger("qa")
 
@@ -55,7 +55,7 @@ def watch(
                 continue
             try:
                 report = engine.rebuild(found=found)
-            except (QAError, OSError) as e:
+            except Exception as e:  # noqa: BLE001 - the previous index keeps serving
                 _say(f"not updated: {e}")
                 continue
             _say(
@@ -73,4 +73,4 @@ def watch(
 
 
 def _say(message: str) -> None:
-    print(f"qa watch: {message}", flush=True)
+    print(printable(f"qa watch: {message}", newlines=False), flush=True)

@@ -105,3 +105,53 @@ HTML_PAGE = f"""<!DOCTYPE html>
 <script>console.log("bye")</script>
 </body></html>
 """
+
+
+def pdf_bomb(draws: int, lines: int = 60) -> bytes:
+    """A hand-written PDF of about 1 KB whose one page draws a form of ``lines`` sentences
+    ``draws`` times: ``lines * draws`` passages (60,000 from 1.1 KB at 1,000 draws), the way
+    the issue's 14 KB PDF made 67,960."""
+    import zlib
+
+    form = ["BT /F1 9 Tf 20 800 Td 12 TL", "(" + "Header " * 14 + "line.) Tj T*"]
+    # Each sentence is shorter than the long first line, so each ends its own paragraph.
+    form += [f"(Entry {i} of the harbour log notes a quiet night.) Tj T*" for i in range(lines)]
+    form.append("ET")
+    form_data = zlib.compress("\n".join(form).encode(), 9)
+    page = zlib.compress(b"q /X0 Do Q\n" * draws, 9)
+
+    def stream(head: bytes, data: bytes) -> bytes:
+        return b"<< %s /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (
+            head, len(data), data)
+
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 842] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> /XObject << /X0 6 0 R >> >> >>",
+        stream(b"", page),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        stream(b"/Type /XObject /Subtype /Form /BBox [0 0 612 842] "
+               b"/Resources << /Font << /F1 5 0 R >> >>", form_data),
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, xref)
+    return bytes(out)
+
+
+def docx_bomb(padding: int = 10_000_000) -> bytes:
+    """A real .docx carrying ``padding`` zero bytes that deflate to about 1/1000 of that."""
+    import zipfile
+
+    buffer = io.BytesIO(docx_bytes([("Normal", HARBOUR)]))
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/media/padding.bin", bytes(padding))
+    return buffer.getvalue()

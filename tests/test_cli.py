@@ -171,3 +171,93 @@ def test_pdf_html_and_docx_dropped_into_the_seeds_are_cited_by_page_or_heading(t
     for name in ("report.pdf", "notes.html", "memo.docx"):
         assert f"  {name}: " in status
     assert "8 documents" in status
+
+
+# -- hostile text (issue 24) ------------------------------------------------------------------
+
+RAW_CONTROLS = ("\x1b", "\x07", "\r", "\x9b", "\u202e")
+BEACON = "The beacon on Carrow Point was first lit in 1862 by the keeper Ada Frane."
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A folder whose document and file names carry terminal commands."""
+    base = tmp_path_factory.mktemp("hostile-cli")
+    docs = base / "docs"
+    docs.mkdir()
+    (docs / "beacon\x1b]0;owned\x07.txt").write_text(
+        BEACON + "\x1b]0;owned\x07\x1b[2J\r\x9b31m(confidence 1.00)\u202e more words follow.")
+    (docs / "bad\x1b[31m.pdf").write_bytes(b"%PDF-1.4 \x1b[2J not a pdf")
+    return ["--seeds", str(docs), "--index", str(base / "index")]
+
+
+def _no_raw_controls(text: str) -> None:
+    for char in RAW_CONTROLS:
+        assert char not in text, repr(char)
+
+
+def test_the_terminal_shows_text_not_commands(hostile, capsys, caplog):
+    assert main(["build", *hostile]) == 0
+    out = capsys.readouterr()
+    _no_raw_controls(out.out + caplog.text)
+    _no_raw_controls(out.err.replace("\r", ""))  # the progress bar redraws its line with CR
+    # Each skipped file once, not three times.
+    assert (out.err + caplog.text).count("bad\\x1b[31m.pdf: not a readable PDF") == 1
+
+    assert main(["ask", "Who first lit the beacon on Carrow Point?", *hostile]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "Ada Frane" in out.splitlines()[0]
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x9b31m(confidence 1.00)\\u202e" in out
+    assert "beacon\\x1b]0;owned\\x07.txt" in out
+
+    assert main(["ask", "Who first lit the beacon on Carrow Point?", "--json", *hostile]) == 0
+    raw = capsys.readouterr().out
+    _no_raw_controls(raw)
+    assert "\x9b31m" in json.loads(raw)["quotes"][0]["text"]  # the same text, escaped
+
+    assert main(["status", *hostile]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "  skipped bad\\x1b[31m.pdf: not a readable PDF" in out
+    assert main(["status", "--json", *hostile]) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "bad\\x1b[31m.pdf" in json.loads(out)["skipped"]
+
+
+def test_a_closed_pipe_ends_quietly(hostile):
+    """``qa status | head`` where head has gone: no traceback, the shell's exit status."""
+    command = f"{sys.executable} -m qa.cli status {' '.join(map(repr, hostile))} | true"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode in (0, 141) and proc.stderr == "", proc.stderr
+
+
+def test_chat_refuses_a_line_that_is_not_utf8_and_goes_on(corpus, capsys, monkeypatch):
+    import io
+
+    data = b"caf\xe9 au lait?\n" + INTERCEPTORS.encode() + b"\n"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["chat", "--json", *run(corpus)]) == 0
+    out = capsys.readouterr()
+    answers = [json.loads(line) for line in out.out.splitlines() if line.strip()]
+    assert len(answers) == 1 and "500" in answers[0]["text"]
+    assert out.err == "qa: error: the line is not UTF-8 text; skipped\n"
+
+
+def test_an_index_path_that_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(BEACON)
+    (tmp_path / "index").write_text("not a folder")
+    code = main(["ask", "Who lit the beacon?", "--seeds", str(tmp_path / "docs"),
+                 "--index", str(tmp_path / "index")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"qa: error: the index folder {tmp_path / 'index'} is a file, not a folder\n"
+
+
+def test_a_lone_surrogate_in_a_question_is_one_line(corpus, capsys):
+    assert main(["ask", "Why\ud800?", *run(corpus)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("qa: error: the question holds U+D800 at character 4, half of a character "
+                   "pair, not text\n")

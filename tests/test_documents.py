@@ -167,7 +167,10 @@ def test_document_discovery(tmp_path):
     os.mkfifo(root / "pipe.txt")  # reading it would block the build forever
     (root / "folder.txt").mkdir()
     (root / "folder.txt" / "inner.txt").write_text(BODY)
-    found = scan_documents(root)
+    os.symlink(root / "a", root / "linked_folder")
+    os.symlink(tmp_path / "gone.txt", root / "broken.txt")
+    scanned = scan_documents(root)
+    found = [doc for doc in scanned if not doc.skip]
     assert [doc.source for doc in found] == [
         "Report.PDF",
         "a/b/c/deep.md",
@@ -175,6 +178,14 @@ def test_document_discovery(tmp_path):
         "link_in.txt",
         "top.txt",
     ]
+    # What cannot be read is listed with its reason, never silently left out.
+    assert {doc.source: doc.skip for doc in scanned if doc.skip} == {
+        "broken.txt": "broken.txt: a broken symbolic link; skipped",
+        "link_out.txt": "link_out.txt: a symbolic link to outside the documents folder; skipped",
+        "linked_folder": "linked_folder: a symbolic link to a folder (links to folders are not "
+                         "followed); skipped",
+        "pipe.txt": "pipe.txt: not a regular file (a FIFO, socket or device); skipped",
+    }
     top = found[-1]
     st = os.stat(root / "top.txt")
     assert (top.path, top.size, top.mtime_ns) == (str(root / "top.txt"), st.st_size, st.st_mtime_ns)

@@ -246,7 +246,15 @@ def test_cache_dir_default(monkeypatch, tmp_path):
     from qa import config
 
     monkeypatch.delenv("QA_ENCODER_CACHE", raising=False)
-    assert Encoder().cache_dir == config.DEFAULT_INDEX / "encoders"
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    # One export per user, whatever the working directory (not ./vectorstore/encoders).
+    assert Encoder().cache_dir == tmp_path / "home" / ".cache" / "qa" / "encoders"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Encoder().cache_dir == tmp_path / "xdg" / "qa" / "encoders"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # ignored, as the spec says
+    assert Encoder().cache_dir == tmp_path / "home" / ".cache" / "qa" / "encoders"
+    assert config.DEFAULT_INDEX / "encoders" != Encoder().cache_dir
     monkeypatch.setenv("QA_ENCODER_CACHE", str(tmp_path))
     assert Encoder().cache_dir == tmp_path
     assert Encoder(cache_dir=tmp_path / "x").cache_dir == tmp_path / "x"
@@ -262,3 +270,22 @@ def test_copied_export_is_accepted_without_exporting(tmp_path, export_cache, mon
     folder = _export_folder(cache)
     meta = json.loads((folder / ox.META_FILE).read_text())  # the new times were recorded
     assert meta["files"][ox.DATA_FILE]["mtime_ns"] == (folder / ox.DATA_FILE).stat().st_mtime_ns
+
+
+def test_a_shared_cache_keeps_the_exports_other_installs_use(tmp_path):
+    """Every install of a user shares the cache, each with its own fingerprint: another
+    install's export is removed only after a month unused, and loading one marks it used."""
+    import os
+    import time
+
+    keep = tmp_path / "model-aaaaaaaaaaaaaaaa"
+    in_use = tmp_path / "model-bbbbbbbbbbbbbbbb"
+    abandoned = tmp_path / "model-cccccccccccccccc"
+    for folder in (keep, in_use, abandoned):
+        folder.mkdir()
+    month = ox.UNUSED_EXPORT_SECONDS
+    os.utime(abandoned, (time.time() - month - 60,) * 2)
+    os.utime(in_use, (time.time() - month - 60,) * 2)
+    ox.mark_used(in_use)  # another install loaded it just now
+    ox._collect_garbage(tmp_path, keep=keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name, in_use.name]

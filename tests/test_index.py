@@ -313,7 +313,7 @@ def test_a_50_mb_file_is_refused_clearly_and_the_rest_indexed(make_engine, caplo
     with caplog.at_level("WARNING", logger="qa"):
         engine.refresh()
     status = engine.status()
-    assert "huge.txt" in status["skipped"] and "limit per document" in status["skipped"]["huge.txt"]
+    assert "huge.txt" in status["skipped"] and "per document (QA_MAX_FILE_BYTES" in status["skipped"]["huge.txt"]
     assert "huge.txt" in caplog.text
     assert engine.answer("Who is the port director?").text == "Elena Marsh"
 

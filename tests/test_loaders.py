@@ -277,13 +277,16 @@ def test_a_docx_that_unpacks_far_past_its_size_is_refused_before_parsing(monkeyp
 
     buffer = io.BytesIO(docx_bytes([("Normal", HARBOUR)]))
     with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("word/media/padding.bin", bytes(3_000_000))  # deflates to ~3 KB
+        archive.writestr("word/media/padding.bin", bytes(10_000_000))  # deflates to ~10 KB
     data = buffer.getvalue()
     assert len(data) < 100_000
-    assert HARBOUR in extract(data, "padded.docx").text  # under the default limit: read
-    monkeypatch.setattr(config, "MAX_FILE_BYTES", 100_000)  # unpacked limit: 1 MB
+    ratio = 10_800_000 / len(data)  # what it unpacks to per byte: over 100
+    assert ratio > 150
     message = _refusal(data, "bomb.docx")
-    assert message.startswith("bomb.docx: unpacks to ") and "over the 1 MB limit" in message
+    assert message.startswith("bomb.docx: expands to over 100 times its size (")
+    assert "bytes unpacked from" in message and "QA_MAX_EXPANSION_RATIO" in message
+    monkeypatch.setattr(config, "MAX_EXPANSION_RATIO", int(ratio) + 10)
+    assert HARBOUR in extract(data, "padded.docx").text  # within a raised limit: read
 
 
 # -- every format -----------------------------------------------------------------------------
@@ -299,7 +302,8 @@ def test_oversized_files_are_refused_before_they_are_read(tmp_path, monkeypatch)
     path = tmp_path / "big.pdf"
     path.write_bytes(pdf_bytes([[HARBOUR] * 8]))
     assert path.stat().st_size > 1000
-    with pytest.raises(QAError, match=r"^big.pdf: .* limit per document"):
+    with pytest.raises(QAError, match=r"^big.pdf: .* KB is over the limit of 1000 bytes per "
+                                      r"document \(QA_MAX_FILE_BYTES sets it\); skipped$"):
         load_document(tmp_path, "big.pdf", path)
 
 
@@ -360,7 +364,7 @@ BROKEN = {
     "scan.pdf": "no text layer",
     "broken.docx": "not a readable .docx",
     "script.html": "no text outside scripts",
-    "big.txt": "limit per document",
+    "big.txt": "per document (QA_MAX_FILE_BYTES",
 }
 
 

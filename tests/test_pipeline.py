@@ -40,6 +40,7 @@ def test_top_k_controls_the_number_of_quotes(seed_engine):
         ("   \n\t ", "empty"),
         ("x" * 100_000, "100,000 characters"),
         (None, "must be text"),
+        ("Why\ud800?", "U\\+D800 at character 4, half of a character pair, not text"),
     ],
 )
 def test_bad_questions_are_refused_in_one_line(seed_engine, question, message):
@@ -119,3 +120,28 @@ def test_hybrid_hits_keep_each_retrievers_best(seed_engine):
     assert hits[0] == fused[0]  # the fused order comes first
     assert set(dense_ids[:2].tolist()) | set(sparse_ids[:2].tolist()) <= set(hits)
     assert len(hits) == len(set(hits)) <= 5
+
+
+def test_a_long_earlier_turn_does_not_fail_the_follow_up(seed_engine):
+    """A chat's history may hold a turn over the question limit (refused when asked, still
+    shown): the rewrite of a follow-up must not take it in and pass the limit itself."""
+    from qa.conversation import Turn, standalone_question
+
+    long_turn = ("How many interceptors is the Pentagon sending to Ukraine and"
+                 + " its many allied partner nations" * 62 + "?")
+    assert len(long_turn) > 2000
+    # What the rewrite alone makes of "Why?" after it: over the limit.
+    assert len(standalone_question("Why?", Turn(long_turn, long_turn, "more than 500"))) > 2000
+    history = [{"role": "user", "content": long_turn},
+               {"role": "assistant", "content": "more than 500"}]
+    answer = seed_engine.answer("Why?", history=history)  # no QAError
+    assert answer.question == "Why?" and answer.standalone is None
+
+
+def test_seeds_none_means_the_default_folder(tmp_path, encoder, reader):
+    from qa import QA, config
+
+    engine = QA(None, tmp_path / "index", encoder=encoder, reader=reader)
+    assert engine.seeds_dir == config.DEFAULT_SEEDS
+    with pytest.raises(QAError, match="must be a path, not int"):
+        QA(3, tmp_path / "index", encoder=encoder, reader=reader)

@@ -14,10 +14,11 @@ from .loaders import (
     extract,
     load_document,
     markdown_sections,
+    read_regular,
     read_text,
     reflow_page,
 )
-from .scanning import FileState, scan_documents
+from .scanning import FileState, printable_name, scan_documents
 from .splitting import (
     document_title,
     is_fragment,
@@ -41,7 +42,9 @@ __all__ = [
     "load_document",
     "location_at",
     "markdown_sections",
+    "read_regular",
     "read_text",
+    "printable_name",
     "reflow_page",
     "scan_documents",
     "sentence_spans",

@@ -6,6 +6,11 @@ its sections. Offsets everywhere index this extracted text.
   collapsed; scripts, styles, navigation, page header, footer and asides dropped.
 - ``.docx``: paragraphs and table cells separated by blank lines.
 - ``.pdf``: each page's text (pypdf), wrapped lines rejoined, pages separated by blank lines.
+
+Whatever goes wrong in a loader (a parser's own exception, a codec, a limit) is a QAError with
+a one-line reason that skips that document alone. The limits of ``config`` (docs/limits.md)
+are checked while a file is read: characters as text accumulates, a PDF's pages before any is
+read and its text as pypdf draws it, a .docx's unpacked size before it is parsed.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import logging
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
+from ..display import format_bytes
 from ..errors import QAError
 
 LABEL_MAX_CHARS = 80
@@ -67,8 +74,34 @@ def _reason(e: BaseException) -> str:
     return text if len(text) <= 100 else text[:99] + "…"
 
 
-def _join(blocks: Iterable[tuple[str, bool]]) -> Extracted:
-    """Blocks (text, is_heading) as paragraphs separated by blank lines; headings as sections."""
+class OverLimit(QAError):
+    """A document expands past one of the limits in ``config`` (docs/limits.md)."""
+
+
+def check_chars(count: int, source: str) -> None:
+    """Raise OverLimit when a document's text has grown past ``config.MAX_DOCUMENT_CHARS``."""
+    if count > config.MAX_DOCUMENT_CHARS:
+        raise OverLimit(
+            f"{source}: its text runs past the limit of {config.MAX_DOCUMENT_CHARS:,} "
+            "characters per document (QA_MAX_DOCUMENT_CHARS sets it); skipped"
+        )
+
+
+def check_expansion(count: int, file_bytes: int, source: str, what: str) -> None:
+    """Raise OverLimit when a compressed file expands past ``config.MAX_EXPANSION_RATIO``
+    times its size (``count`` units of ``what`` so far)."""
+    ratio = config.MAX_EXPANSION_RATIO
+    if count > ratio * max(file_bytes, 1):
+        raise OverLimit(
+            f"{source}: expands to over {ratio:,} times its size ({count:,} {what} from "
+            f"{format_bytes(file_bytes)}; a decompression bomb? QA_MAX_EXPANSION_RATIO sets "
+            "the limit); skipped"
+        )
+
+
+def _join(blocks: Iterable[tuple[str, bool]], source: str = "") -> Extracted:
+    """Blocks (text, is_heading) as paragraphs separated by blank lines; headings as sections.
+    Stops with OverLimit as soon as the text passes the characters limit."""
     parts: list[str] = []
     sections: list[tuple[int, str]] = []
     offset = 0
@@ -79,6 +112,7 @@ def _join(blocks: Iterable[tuple[str, bool]]) -> Extracted:
             sections.append((offset, _label(text)))
         parts.append(text)
         offset += len(text)
+        check_chars(offset, source)
     return Extracted("\n\n".join(parts), tuple(sections))
 
 
@@ -92,6 +126,7 @@ def _decode(data: bytes, source: str) -> str:
         raise QAError(f"{source}: not UTF-8 text (byte {e.start}); skipped") from None
     if "\x00" in text:
         raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
+    check_chars(len(text), source)
     return text
 
 
@@ -160,21 +195,47 @@ _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 # What browsers decode these declarations as (the WHATWG encoding standard).
-_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252"}
+_CHARSET_ALIASES = {"iso8859-1": "cp1252", "ascii": "cp1252"}  # by codecs.lookup names
+
+
+def html_codec(label: str) -> str:
+    """The codec to decode a page declaring ``charset=label``: a text encoding Python knows
+    (as browsers do, an unknown label, or one naming a bytes transform such as base64, zlib
+    or rot13, is ignored: UTF-8)."""
+    try:
+        info = codecs.lookup(label)
+    except (LookupError, ValueError):
+        return "utf-8"
+    if not info._is_text_encoding:  # base64, hex, zlib, bz2, uu, quopri, rot13
+        return "utf-8"
+    return _CHARSET_ALIASES.get(info.name, info.name)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_only(text: str) -> str:
+    """``text`` with each lone surrogate (which a codec such as unicode-escape can yield, and
+    which neither lxml nor UTF-8 accepts) replaced by U+FFFD, one for one so offsets hold."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def _decode_html(data: bytes, source: str) -> str:
+    return text_only(_decode_declared(data, source))
+
+
+def _decode_declared(data: bytes, source: str) -> str:
     for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                        (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
         if data.startswith(bom):
             return data.decode(codec, errors="replace")
     declared = _META_CHARSET.search(data[:4096])
     if declared:
+        codec = html_codec(declared.group(1).decode("ascii"))
         try:
-            name = codecs.lookup(declared.group(1).decode("ascii")).name
-        except LookupError:
-            name = "utf-8"
-        return data.decode(_CHARSET_ALIASES.get(name, name), errors="replace")
+            return data.decode(codec, errors="replace")
+        except (UnicodeError, ValueError, TypeError):  # "undefined", idna: strict only
+            return data.decode("utf-8", errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -248,12 +309,13 @@ def _html(data: bytes, source: str) -> Extracted:
     text = _decode_html(data, source)
     if "\x00" in text:
         raise QAError(f"{source}: looks binary (contains NUL bytes); skipped")
+    check_chars(len(text), source)
     text = _XML_DECLARATION.sub("", text, count=1)  # lxml refuses str with an encoding line
     if not text.strip():
         raise QAError(f"{source}: empty (no text); skipped")
     try:
         root = html.document_fromstring(text)
-        extracted = _join(_html_blocks(root))
+        extracted = _join(_html_blocks(root), source)
     except (etree.ParserError, ValueError) as e:
         raise QAError(f"{source}: not readable HTML ({_reason(e)}); skipped") from None
     if not extracted.text.strip():
@@ -302,12 +364,11 @@ def _docx(data: bytes, source: str) -> Extracted:
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise QAError(f"{source}: not a readable .docx file ({_reason(e)}); skipped") from None
     # zipfile never inflates a member past its declared size, so this bounds the memory used.
-    limit = config.UNPACKED_RATIO * config.MAX_FILE_BYTES
-    if unpacked > limit:
-        raise QAError(f"{source}: unpacks to {unpacked / 1e6:.0f} MB, over the "
-                      f"{limit / 1e6:.0f} MB limit for a .docx (a zip bomb?); skipped")
+    check_expansion(unpacked, len(data), source, "bytes unpacked")
     try:
-        extracted = _join(_docx_blocks(docx.Document(io.BytesIO(data))))
+        extracted = _join(_docx_blocks(docx.Document(io.BytesIO(data))), source)
+    except QAError:
+        raise
     except Exception as e:  # zipfile, lxml and python-docx each raise their own
         raise QAError(f"{source}: not a readable .docx file ({_reason(e)}); skipped") from None
     if not extracted.text.strip():
@@ -373,11 +434,32 @@ def _same_size(a: float, b: float) -> bool:
     return max(a, b) <= PDF_SIZE_CHANGE * min(a, b)
 
 
-def _page_text(page) -> str:
+@dataclass
+class _TextBudget:
+    """Characters a PDF's pages may still yield: counted as pypdf draws each piece of text,
+    so a page that repeats a text object millions of times stops at the limit."""
+
+    source: str
+    file_bytes: int
+    drawn: int = 0
+    kept: int = 0
+
+    def draw(self, n: int) -> None:
+        self.drawn += n
+        check_expansion(self.drawn, self.file_bytes, self.source, "characters of text")
+        check_chars(self.drawn, self.source)
+
+    def add(self, n: int) -> None:
+        self.kept += n + 2
+        check_chars(self.kept, self.source)
+
+
+def _page_text(page, budget: _TextBudget) -> str:
     """A page's text (pypdf's ``extract_text``), reflowed with where each line was drawn."""
     chunks: list[tuple[str, Position]] = []
 
     def visit(text, cm, tm, font, size):
+        budget.draw(len(text))
         a, b, c, d, e, f = tm
         A, B, C, D, E, F = cm
         # The text matrix times the current transformation matrix: baseline height, scale.
@@ -385,6 +467,7 @@ def _page_text(page) -> str:
                                                                             c * B + d * D))))
 
     text = page.extract_text(visitor_text=visit) or ""
+    budget.add(len(text))
     lines, positions = [""], [None]
     for piece, position in chunks:
         for k, part in enumerate(piece.split("\n")):
@@ -411,7 +494,12 @@ def _pdf(data: bytes, source: str) -> Extracted:
                 opened = False
             if not opened:
                 raise QAError(f"{source}: the PDF is encrypted (password protected); skipped")
-        pages = [_page_text(page) for page in reader.pages]
+        count = len(reader.pages)
+        if count > config.MAX_PDF_PAGES:
+            raise OverLimit(f"{source}: {count:,} pages, over the limit of "
+                            f"{config.MAX_PDF_PAGES:,} per PDF (QA_MAX_PDF_PAGES sets it); skipped")
+        budget = _TextBudget(source, len(data))
+        pages = [_page_text(page, budget) for page in reader.pages]
     except QAError:
         raise
     except Exception as e:  # pypdf raises many kinds on damaged files
@@ -458,10 +546,28 @@ def extract(data: bytes, source: str) -> Extracted:
     loader = LOADERS.get(suffix_of(source))
     if loader is None:
         raise QAError(f"{source}: not a supported format (reads {', '.join(SUFFIXES)}); skipped")
-    extracted = loader(data, source)
+    try:
+        extracted = loader(data, source)
+    except QAError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parser's failure on hostile bytes skips the file
+        raise QAError(f"{source}: cannot be read ({type(e).__name__}: {_reason(e)}); "
+                      "skipped") from None
     if not extracted.text.strip():
         raise QAError(f"{source}: empty (no text); skipped")
-    return extracted
+    check_chars(len(extracted.text), source)
+    text = text_only(extracted.text)
+    return extracted if text is extracted.text else Extracted(text, extracted.sections)
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """Up to ``limit + 1`` bytes of a regular file. Opened without blocking and checked after
+    opening, so a FIFO or device put in a document's place is refused, never waited on."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(0, "not a regular file (a FIFO, socket or device)")
+        return f.read(limit + 1)
 
 
 def load_document(root: Path, source: str, path: str | Path) -> Document:
@@ -470,15 +576,14 @@ def load_document(root: Path, source: str, path: str | Path) -> Document:
     try:
         size = os.stat(path).st_size
         if size <= limit:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
+            data = read_regular(path, limit)
             size = len(data)
     except OSError as e:  # unreadable, or removed since the folder was scanned
         raise QAError(f"{source}: cannot be read ({e.strerror or e}); skipped") from None
     if size > limit:
-        raise QAError(
-            f"{source}: {size / 1e6:.1f} MB is over the {limit / 1e6:.0f} MB "
-            "limit per document (set QA_MAX_FILE_BYTES to raise it)"
+        raise OverLimit(
+            f"{source}: {format_bytes(size)} is over the limit of {format_bytes(limit)} per "
+            "document (QA_MAX_FILE_BYTES sets it); skipped"
         )
     extracted = extract(data, source)
     return Document(

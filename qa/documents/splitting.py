@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .. import config
 from ..types import Passage
-from .loaders import Document
+from .loaders import Document, OverLimit
 
 _BLANK_LINE = re.compile(r"(?:\r\n|\r|\n)[ \t\f\v]*(?:\r\n|\r|\n)\s*")
 _LINE_BREAK = re.compile(r"(?:\r\n|\r|\n)\s*")
@@ -167,7 +167,18 @@ def split_document(doc: Document, max_chars: int = config.MAX_PASSAGE_CHARS) -> 
     its text proper (a passage led by a title and a heading is located by the heading)."""
     title = document_title(doc.text)
     breaks = [offset for offset, _ in doc.sections]
+    spans = _passage_spans(doc.text, max_chars, breaks)
+    check_passages(len(spans), doc.source)
     return [
         Passage(doc.source, a, b, doc.text[a:b], i + 1, title, location_at(doc.sections, body))
-        for i, (a, b, body) in enumerate(_passage_spans(doc.text, max_chars, breaks))
+        for i, (a, b, body) in enumerate(spans)
     ]
+
+
+def check_passages(count: int, source: str) -> None:
+    """Raise OverLimit when a document splits into more than ``MAX_DOCUMENT_PASSAGES``."""
+    if count > config.MAX_DOCUMENT_PASSAGES:
+        raise OverLimit(
+            f"{source}: {count:,} passages, over the limit of {config.MAX_DOCUMENT_PASSAGES:,} "
+            "per document (QA_MAX_DOCUMENT_PASSAGES sets it); skipped"
+        )

@@ -218,6 +218,8 @@ class FileBackend:
     def __init__(self, index_dir: Path):
         self.index_dir = Path(index_dir)
         self.location = str(self.index_dir)
+        if self.index_dir.exists() and not self.index_dir.is_dir():
+            raise QAError(f"the index folder {self.index_dir} is a file, not a folder")
 
     def read_manifest(self) -> dict | None:
         return store.read_manifest(self.index_dir)

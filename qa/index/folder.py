@@ -3,6 +3,7 @@ the reason it is skipped), and whether the folder still matches a manifest."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,12 @@ from ..documents import (
     content_hash,
     extract,
     load_document,
+    read_regular,
     scan_documents,
     split_document,
 )
 from ..errors import QAError
 from ..types import Passage
-from .versions import file_sha256
 
 log = logging.getLogger("qa")
 
@@ -37,16 +38,21 @@ class SourceRead:
 
 
 def read_source(seeds_dir: Path, file: FileState) -> SourceRead:
-    """Read and split one document; an unreadable or empty one is skipped with its reason."""
+    """Read and split one document; one that cannot be used, for whatever reason (unreadable,
+    empty, over a limit, or a parser failing on it), is skipped with its one-line reason."""
     stamp = {"size": file.size, "mtime_ns": file.mtime_ns}
+    if file.skip:
+        return SourceRead({**stamp, "error": file.skip}, [])
     try:
         doc = load_document(seeds_dir, file.source, file.path)
+        passages = split_document(doc)
     except QAError as e:
-        log.warning("%s", e)
         return SourceRead({**stamp, **file_hash(file), "error": str(e)}, [])
-    passages = split_document(doc)
+    except Exception as e:  # noqa: BLE001 - one document's failure skips only that document
+        error = f"{file.source}: cannot be read ({type(e).__name__}: {e}); skipped"
+        return SourceRead({**stamp, **file_hash(file), "error": error.splitlines()[0]}, [])
     if not passages:
-        error = f"{file.source}: empty document"
+        error = f"{file.source}: empty document; skipped"
         return SourceRead({**stamp, "sha256": doc.sha256, "file_sha256": doc.file_sha256,
                            "error": error}, [])
     meta = {
@@ -61,13 +67,18 @@ def read_source(seeds_dir: Path, file: FileState) -> SourceRead:
 
 
 def file_hash(file: FileState) -> dict:
-    """The hash of a skipped file's bytes, when it is small enough to read."""
-    if file.size > config.MAX_FILE_BYTES:
+    """The hash of a skipped file's bytes, when it is a regular file small enough to read."""
+    if file.skip or file.size > config.MAX_FILE_BYTES:
         return {}
     try:
-        return {"file_sha256": file_sha256(Path(file.path))}
+        return {"file_sha256": _sha256(file.path)}
     except OSError:
         return {}
+
+
+def _sha256(path: str) -> str:
+    """SHA-256 of a document's bytes (never waiting on a FIFO put in its place)."""
+    return hashlib.sha256(read_regular(path, config.MAX_FILE_BYTES)).hexdigest()
 
 
 def stale_reasons(
@@ -107,14 +118,16 @@ def stale_reasons(
 def changed(state: FileState, meta: dict) -> bool:
     """Whether a file whose size or time changed holds other content than the index read."""
     limit = config.MAX_FILE_BYTES
+    if state.skip:  # not a file that can be read: changed unless it was skipped so before
+        return meta.get("error") != state.skip
     if state.size > limit:  # too big to read now: changed unless it was too big before
         return not ("error" in meta and meta["size"] > limit)
     try:
         if "file_sha256" in meta:
-            return file_sha256(Path(state.path)) != meta["file_sha256"]
+            return _sha256(state.path) != meta["file_sha256"]
         if "sha256" in meta:  # an index from before file hashes were stored
-            with open(state.path, "rb") as f:
-                return content_hash(extract(f.read(), state.source).text) != meta["sha256"]
+            data = read_regular(state.path, limit)
+            return content_hash(extract(data, state.source).text) != meta["sha256"]
     except (OSError, QAError):
         return "error" not in meta
     return True
