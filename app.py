@@ -167,7 +167,8 @@ def format_reply(answer) -> str:
                      f'{round(float(answer.score) * 100)}%</p>')
         summary = f"Closest passages ({len(quotes)})"
     else:
-        parts.append(f'<p class="qa-answer"><strong>{esc(answer.text)}</strong></p>')
+        lead = "Not sure: perhaps " if answer.unsure else ""
+        parts.append(f'<p class="qa-answer">{lead}<strong>{esc(answer.text)}</strong></p>')
         meta = f"confidence {round(float(answer.score) * 100)}%"
         if answer.sources:
             meta += " · stated in " + ", ".join(esc(s) for s in answer.sources)

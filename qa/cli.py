@@ -117,7 +117,8 @@ def _print_answer(result, tty: bool) -> None:
               f"(probability of no answer {result.score:.2f})")
     else:
         sources = printable(", ".join(result.sources), newlines=False)
-        print(f"{printable(result.text, newlines=False)}  "
+        lead = "Not sure: perhaps " if result.unsure else ""
+        print(f"{lead}{printable(result.text, newlines=False)}  "
               f"(confidence {result.score:.2f}; {sources})")
     for i, q in enumerate(result.quotes, 1):
         where = q.source + (f", {q.location}" if q.location else "")

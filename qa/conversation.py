@@ -57,6 +57,7 @@ SUBSTITUTION_OPENERS = ("and what about ", "what about ", "how about ", "and how
                         "what of ", "and for ", "and ", "same for ", "also ")
 _TOKEN = re.compile(r"[$€£]?\d[\d,.]*%?|[^\W\d_][\w'’-]*|[^\w\s]")
 _NO_ANSWER = re.compile(r"^(the documents do not say|not sure enough to answer)", re.IGNORECASE)
+_UNSURE = re.compile(r"^not sure: perhaps [“\"](.+?)[”\"]", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -644,6 +645,9 @@ def turns_from_history(history, similarity: Similarity | None = None) -> list[Tu
             text = _content_text(content)
             if text is not None and (_NO_ANSWER.match(text.strip()) or not text.strip()):
                 text = None
+            unsure = _UNSURE.match(text.strip()) if text is not None else None
+            if unsure:  # an answer given although not sure: "Not sure: perhaps “X”"
+                text = unsure.group(1)
             turns.append(Turn(pending[0], standalone, text))
             pending = None
         elif role != "system":

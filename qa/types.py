@@ -56,6 +56,11 @@ class Quote:
         return self.text[:a], self.text[a:b], self.text[b:]
 
 
+# An answer whose P(right) is below even odds is more likely wrong than right: it is given,
+# as "Not sure: perhaps ...", with its confidence (the even-odds line, not a tuned value).
+UNSURE_BELOW = 0.5
+
+
 @dataclass
 class Answer:
     question: str
@@ -75,7 +80,14 @@ class Answer:
     guess_confidence: float | None = None
 
     @property
+    def unsure(self) -> bool:
+        """Whether the answer is given although it is more likely wrong than right."""
+        return self.text is not None and self.score < UNSURE_BELOW
+
+    @property
     def message(self) -> str:
+        if self.unsure:
+            return f"Not sure: perhaps “{self.text}”"
         if self.text is None and self.guess is not None:
             confidence = round(100 * (self.guess_confidence or 0.0))
             return (f"Not sure enough to answer: perhaps “{self.guess}” (confidence "

@@ -224,3 +224,16 @@ def test_has_own_content_tells_standalone_questions_from_follow_ups():
     assert not has_own_content("When was she born?")
     assert not has_own_content("Who else is in it?")
     assert not has_own_content("How many?")
+
+
+def test_an_answer_below_even_odds_is_given_as_not_sure_and_read_back_from_history():
+    from qa.conversation import turns_from_history
+    from qa.types import Answer
+
+    unsure = Answer("Who built the pier?", "Dravik", 0.3)
+    sure = Answer("Who built the pier?", "Dravik", 0.8)
+    assert unsure.unsure and unsure.message == "Not sure: perhaps “Dravik”"
+    assert not sure.unsure and sure.message == "Dravik"
+    turns = turns_from_history([{"role": "user", "content": "Who built the pier?"},
+                                {"role": "assistant", "content": unsure.message}])
+    assert turns[-1].answer == "Dravik"

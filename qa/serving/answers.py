@@ -9,10 +9,12 @@ from ..types import Answer, Passage
 
 def answer_to_json(answer: Answer) -> dict:
     """The answer as JSON-ready data: every field of ``Answer`` (quotes with their file
-    offsets) plus ``message``, the sentence to show. ``qa ask --json``, ``POST /v1/ask``, the
+    offsets) plus ``message``, the sentence to show, and ``unsure``, whether an answer is given
+    at a confidence below even odds. ``qa ask --json``, ``POST /v1/ask``, the
     OpenAI endpoint's ``qa`` field and MCP's ``ask`` tool all return exactly this."""
     data = asdict(answer)
     data["message"] = answer.message
+    data["unsure"] = answer.unsure
     return data
 
 
