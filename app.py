@@ -38,6 +38,7 @@ EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question
 MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
+STATUS_SECONDS = 10  # how often the corpus panel refreshes itself (progress of an update)
 MAX_HISTORY_MESSAGES = 12  # the earlier turns a follow-up question is read with
 SEARCHING = "Searching the documents"  # CSS adds animated dots
 COPY_LABEL = "Copy citations"
@@ -272,16 +273,19 @@ def format_status(status: dict, read_only: bool = False) -> str:
         f"<p>Built: {esc(_when(status.get('built')))}</p>",
         f"<p>Folder: <code>{esc(status.get('seeds_dir', ''))}</code></p>",
     ]
+    updating = status.get("updating")
+    if updating is not None:
+        out.append(f'<p class="qa-stale qa-updating">{esc(updating_line(updating))}</p>')
     stale = list(status.get("stale") or [])
     if stale:
         items = "".join(f"<li>{esc(r)}</li>" for r in stale[:MAX_STALE_SHOWN])
         more = len(stale) - MAX_STALE_SHOWN
         if more > 0:
             items += f"<li>and {more} more</li>"
-        when = "before the next answer" if read_only else "before the next answer, or rebuild now"
+        when = "" if read_only else ", or rebuild now"
         out.append(
-            '<p class="qa-stale">The documents changed since the index was built '
-            f"(it updates {when}):</p>"
+            '<p class="qa-stale">The documents changed since the index was built (it updates '
+            f"in the background; answers come from the current index until then{when}):</p>"
             f"<ul>{items}</ul>"
         )
     else:
@@ -306,6 +310,14 @@ def format_status(status: dict, read_only: bool = False) -> str:
             f"<details><summary>Documents ({len(sources)})</summary><ul>{items}</ul></details>"
         )
     return "".join(out)
+
+
+def updating_line(updating) -> str:
+    """The update under way, for people: what it does and how far it has come."""
+    stage, done, total = updating.stage, int(updating.done), int(updating.total)
+    where = f"{stage} {done:,} of {total:,} passages" if total else f"{stage} the documents"
+    return (f"Indexing new documents ({where}); answers come from the current index until "
+            "the new one is ready.")
 
 
 def _skip_reason(name: str, reason: object) -> str:
@@ -521,7 +533,7 @@ def build_app(
                 concurrency_limit=1,
             )
         demo.load(status_html, None, status, api_name=False)
-        timer = gr.Timer(30)
+        timer = gr.Timer(STATUS_SECONDS)
         timer.tick(
             status_html,
             None,

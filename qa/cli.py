@@ -117,9 +117,13 @@ def cmd_ask(args) -> int:
     engine = _engine(args)
     result = engine.answer(args.question, top_k=args.k)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
-        return 0
-    _print_answer(result, sys.stdout.isatty())
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2), flush=True)
+    else:
+        _print_answer(result, sys.stdout.isatty())
+        sys.stdout.flush()
+    # Answered from the current version; an update the question started finishes before the
+    # command ends (it would be lost with this process otherwise).
+    engine.wait_for_update()
     return 0
 
 

@@ -18,10 +18,15 @@ DEV_QUESTIONS = ROOT.parent / "shared" / "eval" / "seed_questions.jsonl"
 def _freshness_checked_before_every_answer(monkeypatch):
     """A busy test machine can make a folder check take over 10 ms, which would space checks
     out (see QA._interval) and let an answer miss an edit a test just made. Only checks over
-    a second are spaced in the tests; the spacing itself is tested on a simulated clock."""
+    a second are spaced in the tests; the spacing itself is tested on a simulated clock.
+
+    Likewise an answer here waits for the update it starts, so that tests which edit a folder
+    and ask at once see the edit; tests/test_serving.py sets the default (0: never wait) back
+    and checks that answers come from the previous version while an update runs."""
     from qa import config
 
     monkeypatch.setattr(config, "FRESHNESS_SLOW_CHECK_SECONDS", 1.0)
+    monkeypatch.setattr(config, "ANSWER_WAITS_FOR_UPDATE_SECONDS", float("inf"))
 
 
 @pytest.fixture(scope="session")

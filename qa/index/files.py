@@ -236,7 +236,7 @@ class FileBackend:
               full: bool = False) -> tuple[dict, BuildReport]:
         """``full``: a new version from the documents alone, nothing reused."""
         return build(seeds_dir, self.index_dir, encoder, annotator=annotator, progress=progress,
-                     previous=None if full else previous, found=found)
+                     previous=None if full else previous, found=found, catch_up=not full)
 
 
 def build(
@@ -247,16 +247,49 @@ def build(
     progress: Progress | None = None,
     previous: Index | None = None,
     found: list[FileState] | None = None,
+    catch_up: bool = False,
 ) -> tuple[dict, BuildReport]:
     """Index every document under ``seeds_dir`` into a new committed version.
 
     Vectors and annotations of passages whose text is unchanged are reused from ``previous``;
     so are its rows of files whose name, size and modification time are unchanged. ``found``:
     a scan of the folder just taken (by ``stale_reasons``), instead of scanning it again.
-    Only one builder writes an index at a time; a second one waits for the first.
+    Only one builder writes an index at a time (a lock file); a second one waits for the
+    first. ``catch_up``: it then starts from what the first committed, and builds nothing when
+    that already matches the folder, so two processes never embed the same passages twice.
     """
     with store.build_lock(Path(index_dir)):
+        if catch_up:
+            previous, current = _catch_up(Path(seeds_dir), Path(index_dir), encoder, annotator,
+                                          previous)
+            if current is not None:
+                return current
         return _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found)
+
+
+def _catch_up(seeds_dir: Path, index_dir: Path, encoder, annotator, previous: Index | None
+              ) -> tuple[Index | None, tuple[dict, BuildReport] | None]:
+    """What another builder committed while this one waited for the lock: its version, to
+    build from; and, when it already matches the folder, that version with a report of no
+    work (then nothing is built)."""
+    try:
+        manifest = store.read_manifest(index_dir)
+        if manifest is None or (previous is not None and manifest["version_dir"] == previous.version):
+            return previous, None
+        current = load(index_dir)
+    except QAError:
+        return previous, None
+    from .folder import stale_reasons
+
+    annotator_id = annotator.id if annotator is not None else None
+    if current is None or stale_reasons(seeds_dir, manifest, encoder.model_id, None, annotator_id):
+        return current or previous, None
+    counts = manifest["counts"]
+    report = BuildReport(
+        documents=counts["documents"], passages=counts["passages"], embedded=0,
+        reused=counts["passages"],
+        skipped={s: m["error"] for s, m in manifest.get("skipped_files", {}).items()})
+    return current, (manifest, report)
 
 
 # BM25 as bm25s computes it (its default "lucene" variant), so bm25s can load what we write.
@@ -364,6 +397,8 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         _write_dense(vdir, columns.vectors, dense_meta, previous)
         _write_bm25(vdir / "bm25", columns.tables[BM25_TERMS], vocabulary)
 
+    if progress:
+        progress("writing", len(columns.vectors), len(columns.vectors))
     manifest = store.commit(index_dir, write, manifest)
     report = BuildReport(
         documents=len(sources),
@@ -433,6 +468,7 @@ def _fresh_columns(
 
     vectors = np.empty((len(passages), encoder.dimension), dtype=np.float32)
     if todo:
+        encode_progress(0, len(todo))
         vectors[todo] = encoder.encode([search_texts[i] for i in todo], progress=encode_progress)
     kept = [i for i, r in enumerate(reuse) if r is not None]
     if kept:
