@@ -199,7 +199,11 @@ class QA:
     def status(self) -> dict:
         """What is indexed and whether the documents changed since. Never rebuilds, and never
         waits for a rebuild in progress: it reads the committed manifest."""
-        manifest = self._read_manifest()
+        damage = None
+        try:
+            manifest = self.backend.read_manifest()
+        except index_mod.IndexCorrupt as e:
+            manifest, damage = None, str(e)
         try:
             if not self.seeds_dir.is_dir():
                 raise QAError(f"documents folder {self.seeds_dir} does not exist")
@@ -207,6 +211,8 @@ class QA:
                                             annotator_id=self._annotator_id())
         except QAError as e:
             stale = [str(e)]
+        if damage:
+            stale = [damage]
         if manifest is None:
             return {"updating": self.updating, "built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
                     "stale": stale, "index_dir": self.backend.location,
@@ -320,8 +326,15 @@ class QA:
         """(index, question vector, hits): the passages the reader reads for ``question``."""
         idx = self.index
         query_vector = self.encoder.encode_query(question)
-        hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth),
-                        keep_each=config.KEEP_EACH_RETRIEVER)
+        try:
+            hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth),
+                            keep_each=config.KEEP_EACH_RETRIEVER)
+        except index_mod.IndexCorrupt as e:  # a file read on first use was damaged since
+            log.warning("%s; rebuilding", e)
+            self._manifest_stamp = None  # the next check reloads, finds the damage, rebuilds
+            self._checked_at = float("-inf")
+            self.update_in_background()
+            raise QAError(f"{e}; the index is being rebuilt, ask again in a moment") from None
         return idx, query_vector, hits
 
     def standalone_question(self, question: str, history=None) -> str:

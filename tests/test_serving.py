@@ -139,7 +139,6 @@ def test_the_chat_answers_while_an_upload_is_indexed_and_shows_how_far_it_is(
 
     from gradio_client import Client, handle_file
 
-
     from .test_app import INTERCEPTORS, _reply
 
     uploader = Client(scratch_app_url, verbose=False, download_files=False)
