@@ -53,6 +53,7 @@ MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
 TEMP_SWEEP_SECONDS = 300  # how often Gradio's temporary files are swept ...
 TEMP_MAX_AGE_SECONDS = 900  # ... and how old they may grow before they go
+MAX_SESSIONS_KEPT = 64  # visitors' Gradio sessions held in memory (see launch)
 STATUS_SECONDS = 10  # how often the corpus panel refreshes itself (progress of an update)
 MAX_HISTORY_MESSAGES = 12  # the earlier turns a follow-up question is read with
 SEARCHING = "Searching the documents"  # CSS adds animated dots
@@ -329,7 +330,7 @@ def format_status(status: dict, read_only: bool = False) -> str:
 
 def updating_line(updating) -> str:
     """The update under way, for people: what it does and how far it has come."""
-    stage, done, total = updating.stage, int(updating.done), int(updating.total)
+    stage, done, total = updating["stage"], int(updating["done"]), int(updating["total"])
     where = f"{stage} {done:,} of {total:,} passages" if total else f"{stage} the documents"
     return (f"Indexing new documents ({where}); answers come from the current index until "
             "the new one is ready.")
@@ -824,6 +825,10 @@ def launch(
     # note than Gradio's limit, so that limit sits above it.
     # Gradio's own upload route takes no file over the app's limit (read-only: none at all).
     kwargs.setdefault("max_file_size", 0 if read_only else config.MAX_UPLOAD_BYTES)
+    # Gradio keeps each visitor's session (a copy of the app's config among it, ~0.4 MB) until
+    # 10,000 are held: memory grew by that much with every new visitor. The app keeps nothing
+    # in a session (the conversation comes with each question), so few are kept.
+    kwargs.setdefault("state_session_capacity", MAX_SESSIONS_KEPT)
     kwargs.setdefault("ssr_mode", False)
     kwargs.setdefault("footer_links", ["api"])
     if auth:

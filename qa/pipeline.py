@@ -6,7 +6,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -214,11 +214,12 @@ class QA:
         if damage:
             stale = [damage]
         if manifest is None:
-            return {"updating": self.updating, "built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
-                    "stale": stale, "index_dir": self.backend.location,
-                    "store": self.backend.kind, "seeds_dir": str(self.seeds_dir)}
+            return {"updating": self._updating_dict(), "built": None, "documents": 0,
+                    "passages": 0, "sources": {}, "skipped": {}, "stale": stale,
+                    "index_dir": self.backend.location, "store": self.backend.kind,
+                    "seeds_dir": str(self.seeds_dir)}
         return {
-            "updating": self.updating,
+            "updating": self._updating_dict(),
             "built": manifest["created"],
             "documents": manifest["counts"]["documents"],
             "passages": manifest["counts"]["passages"],
@@ -233,6 +234,11 @@ class QA:
             "store": self.backend.kind,
             "seeds_dir": str(self.seeds_dir),
         }
+
+    def _updating_dict(self) -> dict | None:
+        """The update under way as plain data (stage, done, total, started), or None."""
+        updating = self.updating
+        return asdict(updating) if updating is not None else None
 
     def rebuild(self, progress=None, found: list[FileState] | None = None,
                 full: bool = False) -> index_mod.BuildReport:

@@ -3,6 +3,7 @@ takes seconds), and engines over temporary copies of document folders."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 DATA = Path(__file__).resolve().parent / "data"
 DEV_QUESTIONS = ROOT.parent / "shared" / "eval" / "seed_questions.jsonl"
+
+
+_ENVIRONMENT_AT_START = dict(os.environ)
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +31,13 @@ def _freshness_checked_before_every_answer(monkeypatch):
 
     monkeypatch.setattr(config, "FRESHNESS_SLOW_CHECK_SECONDS", 1.0)
     monkeypatch.setattr(config, "ANSWER_WAITS_FOR_UPDATE_SECONDS", float("inf"))
+    # app.main() points Gradio at a temporary folder of its own through the environment; a
+    # test that runs it must not move the uploads of the servers other tests started.
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "restored after the test")
+    if "GRADIO_TEMP_DIR" in _ENVIRONMENT_AT_START:
+        monkeypatch.setenv("GRADIO_TEMP_DIR", _ENVIRONMENT_AT_START["GRADIO_TEMP_DIR"])
+    else:
+        monkeypatch.delenv("GRADIO_TEMP_DIR")
 
 
 @pytest.fixture(scope="session")

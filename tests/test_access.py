@@ -260,3 +260,18 @@ def test_the_servers_temporary_folder_goes_when_it_stops(tmp_path):
         server.send_signal(signal.SIGTERM)
         assert server.wait(180) == 0
     assert not os.path.exists(folder)
+
+
+def test_the_server_keeps_few_visitor_sessions_in_memory(seed_engine, monkeypatch):
+    """Gradio held every visitor's session (~0.4 MB each) up to 10,000 of them: the chat's
+    memory grew with each new visitor. The app keeps nothing in a session, so it holds few."""
+    from gradio_client import Client
+
+    monkeypatch.setattr(app, "MAX_SESSIONS_KEPT", 2)
+    demo, url = _serve(seed_engine)
+    try:
+        for _ in range(5):  # five visitors
+            Client(url, verbose=False, download_files=False).predict("", [], api_name="/ask")
+        assert 1 <= len(demo.server_app.state_holder.session_data) <= 2
+    finally:
+        demo.close()

@@ -3,6 +3,7 @@ build), and two builders of one index never embed the same passages twice."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -68,7 +69,8 @@ def test_a_question_is_answered_from_the_current_version_while_an_update_runs(
     assert blocked_encoder.started.wait(60)
     assert "b.txt" not in {q.source for q in during.quotes}
     updating = engine.status()["updating"]
-    assert updating is not None and updating.stage == "embedding" and updating.total >= 1
+    assert updating is not None and updating["stage"] == "embedding" and updating["total"] >= 1
+    assert json.loads(json.dumps(engine.status()))["updating"] == updating  # qa status --json
     depot = _answer_in_thread(engine, "How many crates does the Varnel depot hold?")
     assert depot is not None and depot.text == "4,312"
 
@@ -111,6 +113,7 @@ def test_two_builders_of_one_index_embed_each_passage_once(
     second = QA(first.seeds_dir, first.index_dir, encoder=encoder, reader=reader)
     second.refresh()  # loads the version the first built
     blocked_encoder.release.clear()
+    blocked_encoder.started.clear()
     blocked_encoder.calls.clear()
     (first.seeds_dir / "b.txt").write_text(LIGHTHOUSE, encoding="utf-8")
 

@@ -330,7 +330,9 @@ def _catch_up(seeds_dir: Path, index_dir: Path, encoder, annotator, previous: In
     work (then nothing is built)."""
     try:
         manifest = store.read_manifest(index_dir)
-        if manifest is None or (previous is not None and manifest["version_dir"] == previous.version):
+        same = previous is not None and manifest is not None \
+            and manifest["version_dir"] == previous.version
+        if manifest is None or same:
             return previous, None
         current = load(index_dir)
     except QAError:

@@ -87,7 +87,8 @@ def _is_count(value: object) -> bool:
 
 
 def _is_sha256(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
 
 
 # The manifest's shape: each key with the test its value must pass. Everything the pipeline,
