@@ -13,11 +13,16 @@ Markdown or LaTeX, so a document can never inject markup, scripts or layout.
 from __future__ import annotations
 
 import argparse
+import atexit
 import html
+import json
 import logging
 import os
 import re
+import shutil
+import signal
 import sys
+import tempfile
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -27,11 +32,19 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
+from qa.access import LoginLimiter, check_password, refusal_message
 from qa.display import format_bytes
 from qa.serving import open_engine
 from qa.serving.auth import is_loopback
 from qa.serving.limits import MAX_HISTORY_MESSAGES  # the earlier turns a follow-up is read with
-from qa.uploads import UploadError, allowed_suffixes, read_upload, save_upload
+from qa.uploads import (
+    UploadError,
+    allowed_suffixes,
+    directory_bytes,
+    read_upload,
+    save_upload,
+    upload_room,
+)
 
 log = logging.getLogger("qa.app")
 
@@ -41,6 +54,10 @@ EXAMPLES_FILE = ".examples.txt"  # in the documents folder: one example question
 MAX_EXAMPLES = 8
 MAX_STALE_SHOWN = 6
 MAX_SOURCES_LISTED = 200
+TEMP_SWEEP_SECONDS = 300  # how often Gradio's temporary files are swept ...
+TEMP_MAX_AGE_SECONDS = 900  # ... and how old they may grow before they go
+MAX_SESSIONS_KEPT = 64  # visitors' Gradio sessions held in memory (see launch)
+STATUS_SECONDS = 10  # how often the corpus panel refreshes itself (progress of an update)
 SEARCHING = "Searching the documents"  # CSS adds animated dots
 COPY_LABEL = "Copy citations"
 
@@ -275,16 +292,19 @@ def format_status(status: dict, read_only: bool = False) -> str:
         f"<p>Built: {esc(_when(status.get('built')))}</p>",
         f"<p>Folder: <code>{esc(status.get('seeds_dir', ''))}</code></p>",
     ]
+    updating = status.get("updating")
+    if updating is not None:
+        out.append(f'<p class="qa-stale qa-updating">{esc(updating_line(updating))}</p>')
     stale = list(status.get("stale") or [])
     if stale:
         items = "".join(f"<li>{esc(r)}</li>" for r in stale[:MAX_STALE_SHOWN])
         more = len(stale) - MAX_STALE_SHOWN
         if more > 0:
             items += f"<li>and {more} more</li>"
-        when = "before the next answer" if read_only else "before the next answer, or rebuild now"
+        when = "" if read_only else ", or rebuild now"
         out.append(
-            '<p class="qa-stale">The documents changed since the index was built '
-            f"(it updates {when}):</p>"
+            '<p class="qa-stale">The documents changed since the index was built (it updates '
+            f"in the background; answers come from the current index until then{when}):</p>"
             f"<ul>{items}</ul>"
         )
     else:
@@ -309,6 +329,14 @@ def format_status(status: dict, read_only: bool = False) -> str:
             f"<details><summary>Documents ({len(sources)})</summary><ul>{items}</ul></details>"
         )
     return "".join(out)
+
+
+def updating_line(updating) -> str:
+    """The update under way, for people: what it does and how far it has come."""
+    stage, done, total = updating["stage"], int(updating["done"]), int(updating["total"])
+    where = f"{stage} {done:,} of {total:,} passages" if total else f"{stage} the documents"
+    return (f"Indexing new documents ({where}); answers come from the current index until "
+            "the new one is ready.")
 
 
 def _skip_reason(name: str, reason: object) -> str:
@@ -428,6 +456,8 @@ def build_app(
                 ok = False
                 lines.append(f"Not added: {e}")
                 continue
+            finally:
+                _discard_upload(path)
             added += 0 if saved.duplicate else 1
             lines.append(saved.message[:1].upper() + saved.message[1:])
         if added:
@@ -440,7 +470,9 @@ def build_app(
                 lines.append(f"Saved, but indexing failed: {e}")
         return None, status_html(), format_notice(lines, ok)
 
-    with gr.Blocks(title=title, fill_height=True, analytics_enabled=False) as demo:
+    # Uploads that never reach add_files (Gradio's raw route used alone) are removed too.
+    with gr.Blocks(title=title, fill_height=True, analytics_enabled=False,
+                   delete_cache=(TEMP_SWEEP_SECONDS, TEMP_MAX_AGE_SECONDS)) as demo:
         with gr.Sidebar(label="Corpus", open=True, width=360, elem_id="corpus"):
             gr.Markdown("### Corpus")
             status = gr.HTML(elem_id="corpus-status", label="Index status", show_label=False)
@@ -524,7 +556,7 @@ def build_app(
                 concurrency_limit=1,
             )
         demo.load(status_html, None, status, api_name=False)
-        timer = gr.Timer(30)
+        timer = gr.Timer(STATUS_SECONDS)
         timer.tick(
             status_html,
             None,
@@ -537,7 +569,18 @@ def build_app(
 
     demo.queue(default_concurrency_limit=4, max_size=64)
     demo.qa_read_only = read_only
+    demo.qa_seeds_dir = Path(engine.seeds_dir)
     return demo
+
+
+def _discard_upload(path: Path) -> None:
+    """Remove Gradio's temporary copy of an upload (and its folder, when emptied): the
+    documents folder holds what was kept, nothing else may pile up outside its quota."""
+    try:
+        path.unlink(missing_ok=True)
+        path.parent.rmdir()
+    except OSError:
+        pass
 
 
 def _kinds(suffixes) -> str:
@@ -599,6 +642,114 @@ document.addEventListener("click", async (event) => {
 </script>""".replace("__COPY_LABEL__", COPY_LABEL)
 
 
+_API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+
+
+class ServerGuard:
+    """ASGI middleware in front of Gradio: failed logins limited per client address
+    (``qa.access``), Gradio's raw upload route kept within the documents folder's quota, and
+    the login page served without the API's description."""
+
+    def __init__(self, app, limiter: LoginLimiter, upload_room, temp_dir):
+        self.app = app
+        self.limiter = limiter
+        self.upload_room = upload_room  # (bytes waiting in temp_dir) -> bytes allowed now
+        self.temp_dir = temp_dir  # () -> Gradio's upload folder
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        if method == "POST" and path.endswith("/login"):
+            return await self._login(scope, receive, send)
+        if method == "POST" and path.endswith("/gradio_api/upload"):
+            refusal = self._upload_refusal(scope)
+            if refusal:
+                return await _plain(send, *refusal)
+        if method in ("GET", "HEAD") and path == "":
+            return await self.app(scope, receive, _without_api_info(send))
+        return await self.app(scope, receive, send)
+
+    async def _login(self, scope, receive, send):
+        client = (scope.get("client") or ("unknown",))[0]
+        wait = self.limiter.retry_after(client)
+        if wait > 0:
+            return await _plain(send, 429, refusal_message(wait),
+                                [(b"retry-after", str(max(1, round(wait))).encode())])
+        outcome = {}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                outcome["status"] = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if outcome.get("status") == 200:
+            self.limiter.succeeded(client)
+        elif outcome.get("status") in (400, 401, 403):
+            self.limiter.failed(client)
+
+    def _upload_refusal(self, scope) -> tuple[int, str] | None:
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is None or not length.isdigit():
+            return 411, "An upload must state its size (Content-Length)."
+        room = self.upload_room(directory_bytes(self.temp_dir()))
+        if int(length) > room:
+            return 413, ("The upload is larger than the documents folder's quota leaves room "
+                         f"for ({room:,} bytes now).")
+        return None
+
+
+async def _plain(send, status: int, text: str, headers=()) -> None:
+    body = json.dumps({"detail": text}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _without_api_info(send):
+    """``send`` for the home page: when it is the login form, its embedded description of
+    the API (every endpoint, /upload and /rebuild too) is left out."""
+    held: dict = {}
+
+    async def rewrite(message):
+        if message["type"] == "http.response.start":
+            held["start"], held["body"] = message, b""
+            return
+        if "start" not in held:
+            return await send(message)
+        held["body"] += message.get("body", b"")
+        if message.get("more_body"):
+            return
+        body, start = held.pop("body"), held.pop("start")
+        if b'"auth_required":true' in body.replace(b" ", b""):
+            body = _API_INFO.sub(b"window.gradio_api_info = {};</script>", body)
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return rewrite
+
+
+def private_temp_dir() -> Path:
+    """A temporary folder of this process's own for Gradio's uploads and caches (unless
+    $GRADIO_TEMP_DIR names one), removed when the process ends."""
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return Path(os.environ["GRADIO_TEMP_DIR"])
+    folder = Path(tempfile.mkdtemp(prefix="qa-chat-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def end_on_sigterm() -> None:
+    """A polite stop (SIGTERM) ends the process as Ctrl+C does, running its exit handlers
+    (the temporary folder's removal among them)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 def resolve_host(host: str | None = None) -> str:
     """The address to listen on: as given, else $GRADIO_SERVER_NAME, else 127.0.0.1."""
     return host or os.environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
@@ -627,6 +778,7 @@ def parse_auth(value: str, where: str = "--auth") -> tuple[str, str]:
         raise QAError(f"{where} must be USER:PASSWORD (the user name is empty)")
     if not password:
         raise QAError(f"{where} must be USER:PASSWORD (the password is empty)")
+    check_password(password, where)
     return user, password
 
 
@@ -659,13 +811,32 @@ def launch(
         raise QAError(problem)
     if isinstance(auth, tuple):
         auth = [auth]
+    for _, password in auth if isinstance(auth, list) else []:
+        check_password(password)
     # Read-only: Gradio's own upload route stays, but takes nothing; the app's gives a clearer
     # note than Gradio's limit, so that limit sits above it.
-    kwargs.setdefault("max_file_size", 0 if read_only else config.MAX_UPLOAD_BYTES * 4)
+    # Gradio's own upload route takes no file over the app's limit (read-only: none at all).
+    kwargs.setdefault("max_file_size", 0 if read_only else config.MAX_UPLOAD_BYTES)
+    # Gradio keeps each visitor's session (a copy of the app's config among it, ~0.4 MB) until
+    # 10,000 are held: memory grew by that much with every new visitor. The app keeps nothing
+    # in a session (the conversation comes with each question), so few are kept.
+    kwargs.setdefault("state_session_capacity", MAX_SESSIONS_KEPT)
     kwargs.setdefault("ssr_mode", False)
     kwargs.setdefault("footer_links", ["api"])
     if auth:
         kwargs.setdefault("auth_message", "Log in to ask the documents.")
+    seeds_dir = getattr(demo, "qa_seeds_dir", None)
+    if seeds_dir is not None:  # a real app (tests also launch stand-ins)
+        from starlette.middleware import Middleware
+
+        guard = Middleware(
+            ServerGuard, limiter=LoginLimiter(),
+            upload_room=lambda waiting: upload_room(seeds_dir, waiting),
+            temp_dir=lambda: getattr(demo.server_app, "uploaded_file_dir", None) or
+            os.environ.get("GRADIO_TEMP_DIR") or tempfile.gettempdir())
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
+        kwargs["app_kwargs"] = app_kwargs
     return demo.launch(
         server_name=host, server_port=port, share=False, css=CSS, head=HEAD, auth=auth, **kwargs
     )
@@ -745,6 +916,8 @@ def main(argv=None) -> int:
             log.warning("could not prepare the index: %s", e)
 
     threading.Thread(target=warm_up, name="qa-warm-up", daemon=True).start()
+    private_temp_dir()  # before the app is built: Gradio reads it then
+    end_on_sigterm()
     try:
         demo = build_app(engine, read_only=args.read_only)
         launch(demo, host, args.port, auth=auth, read_only=args.read_only, quiet=True,

@@ -133,9 +133,13 @@ def cmd_ask(args) -> int:
     engine = _engine(args)
     result = engine.answer(args.question, top_k=args.k)
     if args.json:
-        print(_json(answer_to_json(result)))
-        return 0
-    _print_answer(result, sys.stdout.isatty())
+        print(_json(answer_to_json(result)), flush=True)
+    else:
+        _print_answer(result, sys.stdout.isatty())
+        sys.stdout.flush()
+    # Answered from the current version; an update the question started finishes before the
+    # command ends (it would be lost with this process otherwise).
+    engine.wait_for_update()
     return 0
 
 

@@ -86,3 +86,9 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 # this many documents, or these many bytes of documents, are refused.
 MAX_FOLDER_FILES = int(os.environ.get("QA_MAX_FOLDER_FILES", 1000))
 MAX_FOLDER_BYTES = int(os.environ.get("QA_MAX_FOLDER_BYTES", 200 * 1024 * 1024))
+
+# Updates never hold up an answer: while the index is brought up to date in the background,
+# questions are answered from the version already built. An answer waits for an update it
+# starts for at most this many seconds (0: not at all; float("inf"): until it is done). The
+# first build of an index that has no version yet is always waited for.
+ANSWER_WAITS_FOR_UPDATE_SECONDS = float(os.environ.get("QA_ANSWER_WAITS_FOR_UPDATE", 0))

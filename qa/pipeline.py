@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +45,30 @@ def clean_question(question: str) -> str:
     return question
 
 
+@dataclass(frozen=True)
+class UpdateProgress:
+    """How far the index update under way has come: ``done`` of ``total`` at ``stage``
+    ("reading", "embedding", "analysing", "writing")."""
+
+    stage: str
+    done: int
+    total: int
+    started: float  # time.time() when the update began
+
+
 class QA:
     """Question answering over one folder of documents, with its index in a store (local
     files by default, or Milvus: see ``qa.index.open_store``).
 
-    The index is built on first use and kept in step with the folder: before answering, a
-    cheap check of file names, sizes and times (confirmed by content hashes) triggers an
-    incremental rebuild when documents were added, edited or removed. Where that check is
-    slow (many thousands of files) it runs at most every ``FRESHNESS_SHARE``-th of the time.
+    The index is built on first use and kept in step with the folder: a cheap check of file
+    names, sizes and times (confirmed by content hashes) triggers an incremental update when
+    documents were added, edited or removed. Where that check is slow (many thousands of
+    files) it runs at most every ``FRESHNESS_SHARE``-th of the time.
+
+    Answers never wait for an update: the check and the update run in a background thread
+    (one at a time per engine, and one builder per index across processes), and questions are
+    answered from the version already loaded until the new one is committed and swapped in
+    whole. Only the first build of an index with no version yet is waited for.
     """
 
     def __init__(
@@ -88,14 +105,57 @@ class QA:
         self._checked_at = float("-inf")
         self._last_check_seconds = 0.0
         self._lock = threading.RLock()
+        self._updater: threading.Thread | None = None
+        self._updater_lock = threading.Lock()
+        self.updating: UpdateProgress | None = None  # the update under way, if any
+        self.last_update_error: str | None = None  # why the last background update failed
 
     # -- index lifecycle ---------------------------------------------------------------
 
     @property
     def index(self) -> index_mod.Store:
-        self.refresh()
-        assert self._index is not None
+        """The version to answer from, without waiting for an update (see the class)."""
+        if self._index is None:
+            with self._lock:
+                if self._index is None:
+                    self._reload_if_replaced()
+                if self._index is None:  # no version yet: the first build is waited for
+                    self.refresh(force=True)
+                    assert self._index is not None
+                    return self._index
+        if time.monotonic() - self._checked_at >= self._interval():
+            self._checked_at = time.monotonic()  # one check per interval, however many ask
+            worker = self.update_in_background()
+            wait = config.ANSWER_WAITS_FOR_UPDATE_SECONDS
+            if wait > 0:
+                worker.join(None if wait == float("inf") else wait)
         return self._index
+
+    def update_in_background(self) -> threading.Thread:
+        """Check the folder and update the index in a background thread (the one already
+        running, if any); answers go on from the loaded version meanwhile."""
+        with self._updater_lock:
+            if self._updater is None or not self._updater.is_alive():
+                self._updater = threading.Thread(
+                    target=self._update_quietly, name="qa-index-update", daemon=True)
+                self._updater.start()
+            return self._updater
+
+    def wait_for_update(self, timeout: float | None = None) -> bool:
+        """Wait for the background update under way, if any; True when none is left."""
+        worker = self._updater
+        if worker is not None:
+            worker.join(timeout)
+        return worker is None or not worker.is_alive()
+
+    def _update_quietly(self) -> None:
+        try:
+            self.refresh(force=True)
+            self.last_update_error = None
+        except Exception as e:  # noqa: BLE001 - a background update reports, never crashes
+            self.last_update_error = " ".join(str(e).split()) or type(e).__name__
+            log.warning("index update failed (%s); answering from the previous index",
+                        self.last_update_error)
 
     def stale_reasons(self, found: list[FileState] | None = None) -> list[str]:
         """Why the index no longer matches the documents (empty when it does). ``found``: a
@@ -148,7 +208,11 @@ class QA:
     def status(self) -> dict:
         """What is indexed and whether the documents changed since. Never rebuilds, and never
         waits for a rebuild in progress: it reads the committed manifest."""
-        manifest = self._read_manifest()
+        damage = None
+        try:
+            manifest = self.backend.read_manifest()
+        except index_mod.IndexCorrupt as e:
+            manifest, damage = None, str(e)
         try:
             if not self.seeds_dir.is_dir():
                 raise QAError(f"documents folder {self.seeds_dir} does not exist")
@@ -156,11 +220,15 @@ class QA:
                                             annotator_id=self._annotator_id())
         except QAError as e:
             stale = [str(e)]
+        if damage:
+            stale = [damage]
         if manifest is None:
-            return {"built": None, "documents": 0, "passages": 0, "sources": {}, "skipped": {},
-                    "stale": stale, "index_dir": self.backend.location,
-                    "store": self.backend.kind, "seeds_dir": str(self.seeds_dir)}
+            return {"updating": self._updating_dict(), "built": None, "documents": 0,
+                    "passages": 0, "sources": {}, "skipped": {}, "stale": stale,
+                    "index_dir": self.backend.location, "store": self.backend.kind,
+                    "seeds_dir": str(self.seeds_dir)}
         return {
+            "updating": self._updating_dict(),
             "built": manifest["created"],
             "documents": manifest["counts"]["documents"],
             "passages": manifest["counts"]["passages"],
@@ -176,26 +244,42 @@ class QA:
             "seeds_dir": str(self.seeds_dir),
         }
 
+    def _updating_dict(self) -> dict | None:
+        """The update under way as plain data (stage, done, total, started), or None."""
+        updating = self.updating
+        return asdict(updating) if updating is not None else None
+
     def rebuild(self, progress=None, found: list[FileState] | None = None,
                 full: bool = False) -> index_mod.BuildReport:
         """Bring the index up to date with the documents (only changed passages re-embedded).
         ``found``: the scan ``stale_reasons`` was given, when it was just taken; ``full``: a
-        new version from the documents alone, nothing reused."""
+        new version from the documents alone, nothing reused. Answers go on from the loaded
+        version meanwhile; the new one replaces it whole once committed."""
         with self._lock:
             previous = self._index
             if previous is None and not full:
                 previous = self._try_load()
-            built, report = self.backend.build(
-                self.seeds_dir,
-                self.encoder,
-                annotator=self.reader.annotator(),
-                progress=progress,
-                previous=previous,
-                found=found,
-                full=full,
-            )
-            self._index = None
-            self._reload_if_replaced(trusted=built.get("version_dir"))
+            started = time.time()
+            self.updating = UpdateProgress("reading", 0, 0, started)
+
+            def note(stage: str, done: int, total: int) -> None:
+                self.updating = UpdateProgress(stage, done, total, started)
+                if progress:
+                    progress(stage, done, total)
+
+            try:
+                built, report = self.backend.build(
+                    self.seeds_dir,
+                    self.encoder,
+                    annotator=self.reader.annotator(),
+                    progress=note,
+                    previous=previous,
+                    found=found,
+                    full=full,
+                )
+                self._reload_if_replaced(trusted=built.get("version_dir"), force=True)
+            finally:
+                self.updating = None
             for reason in report.skipped.values():
                 log.warning("%s", reason)
             return report
@@ -216,9 +300,11 @@ class QA:
             log.warning("%s; rebuilding", e)
             return None
 
-    def _reload_if_replaced(self, trusted: str | None = None) -> None:
+    def _reload_if_replaced(self, trusted: str | None = None, force: bool = False) -> None:
+        """Load the committed version when it is not the one loaded (``force``: anyway);
+        the loaded one keeps serving until the new one is ready, then is replaced whole."""
         stamp = self._manifest_state()
-        if self._index is not None and stamp == self._manifest_stamp:
+        if not force and self._index is not None and stamp == self._manifest_stamp:
             return
         loaded = self._try_load(trusted)
         if loaded is None and stamp is not None:
@@ -269,8 +355,15 @@ class QA:
         """(index, question vector, hits): the passages the reader reads for ``question``."""
         idx = self.index
         query_vector = self.encoder.encode_query(question)
-        hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth),
-                        keep_each=config.KEEP_EACH_RETRIEVER)
+        try:
+            hits = retrieve(idx, query_vector, question, k=max(top_k, self.reader.depth),
+                            keep_each=config.KEEP_EACH_RETRIEVER)
+        except index_mod.IndexCorrupt as e:  # a file read on first use was damaged since
+            log.warning("%s; rebuilding", e)
+            self._manifest_stamp = None  # the next check reloads, finds the damage, rebuilds
+            self._checked_at = float("-inf")
+            self.update_in_background()
+            raise QAError(f"{e}; the index is being rebuilt, ask again in a moment") from None
         return idx, query_vector, hits
 
     def standalone_question(self, question: str, history=None) -> str:

@@ -309,3 +309,31 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# Gradio's raw upload route takes files before the app sees them: at most this many files'
+# worth of bytes in one request, and never more than the folder's quota has room for.
+MAX_FILES_PER_REQUEST = 10
+MULTIPART_SLACK = 64 * 1024  # headers and boundaries of a multipart request
+
+
+def directory_bytes(folder: str | Path) -> int:
+    """The bytes of every regular file under ``folder`` (0 when it does not exist)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:  # removed while we looked
+                continue
+    return total
+
+
+def upload_room(folder: str | Path, waiting: int, max_bytes: int | None = None) -> int:
+    """How many bytes one more upload request may carry: what the documents folder's quota
+    leaves once ``waiting`` bytes (uploads not yet added) are counted, and at most
+    MAX_FILES_PER_REQUEST files of the upload limit."""
+    quota = config.MAX_FOLDER_BYTES if max_bytes is None else max_bytes
+    _, used = folder_usage(folder)
+    per_request = MAX_FILES_PER_REQUEST * config.MAX_UPLOAD_BYTES + MULTIPART_SLACK
+    return max(0, min(per_request, quota - used - waiting + MULTIPART_SLACK))

@@ -3,6 +3,7 @@ takes seconds), and engines over temporary copies of document folders."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,14 +15,29 @@ DATA = Path(__file__).resolve().parent / "data"
 DEV_QUESTIONS = ROOT.parent / "shared" / "eval" / "seed_questions.jsonl"
 
 
+_ENVIRONMENT_AT_START = dict(os.environ)
+
+
 @pytest.fixture(autouse=True)
 def _freshness_checked_before_every_answer(monkeypatch):
     """A busy test machine can make a folder check take over 10 ms, which would space checks
     out (see QA._interval) and let an answer miss an edit a test just made. Only checks over
-    a second are spaced in the tests; the spacing itself is tested on a simulated clock."""
+    a second are spaced in the tests; the spacing itself is tested on a simulated clock.
+
+    Likewise an answer here waits for the update it starts, so that tests which edit a folder
+    and ask at once see the edit; tests/test_serving.py sets the default (0: never wait) back
+    and checks that answers come from the previous version while an update runs."""
     from qa import config
 
     monkeypatch.setattr(config, "FRESHNESS_SLOW_CHECK_SECONDS", 1.0)
+    monkeypatch.setattr(config, "ANSWER_WAITS_FOR_UPDATE_SECONDS", float("inf"))
+    # app.main() points Gradio at a temporary folder of its own through the environment; a
+    # test that runs it must not move the uploads of the servers other tests started.
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "restored after the test")
+    if "GRADIO_TEMP_DIR" in _ENVIRONMENT_AT_START:
+        monkeypatch.setenv("GRADIO_TEMP_DIR", _ENVIRONMENT_AT_START["GRADIO_TEMP_DIR"])
+    else:
+        monkeypatch.delenv("GRADIO_TEMP_DIR")
 
 
 @pytest.fixture(scope="session")

@@ -289,9 +289,9 @@ def test_cli_flags_and_environment(monkeypatch):
     assert seen["auth"] is None and "<script>" in seen["head"]
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
-    app.launch(FakeDemo(), auth=("u", "p"))  # beyond loopback only with a login
+    app.launch(FakeDemo(), auth=("u", "password"))  # beyond loopback only with a login
     assert (seen["server_name"], seen["server_port"]) == ("0.0.0.0", 7999)
-    assert seen["auth"] == [("u", "p")]
+    assert seen["auth"] == [("u", "password")]
     app.launch(FakeDemo(), "127.0.0.2", 8001)  # flags win over the environment
     assert (seen["server_name"], seen["server_port"]) == ("127.0.0.2", 8001)
     assert seen["share"] is False

@@ -79,8 +79,8 @@ def test_bad_auth_values_are_refused_in_one_line(value, reason, capsys, monkeypa
 
 
 def test_auth_values_keep_colons_in_the_password():
-    assert app.parse_auth("reader:a:b:c") == ("reader", "a:b:c")
-    assert app.parse_auth(" reader :pw ") == ("reader", "pw ")
+    assert app.parse_auth("reader:a:b:c:d:e") == ("reader", "a:b:c:d:e")
+    assert app.parse_auth(" reader :pass word ") == ("reader", "pass word ")
 
 
 class FakeDemo:
@@ -149,15 +149,15 @@ def test_loopback_needs_no_login(fake_main):
 
 
 def test_a_login_or_read_only_mode_lets_it_listen_anywhere(fake_main, monkeypatch, capsys):
-    code, launched, read_only = fake_main("--host", "0.0.0.0", "--auth", "ann:pw:1")
-    assert code == 0 and launched["auth"] == [("ann", "pw:1")] and read_only is False
+    code, launched, read_only = fake_main("--host", "0.0.0.0", "--auth", "ann:pw:1-longer")
+    assert code == 0 and launched["auth"] == [("ann", "pw:1-longer")] and read_only is False
     assert launched["server_name"] == "0.0.0.0" and launched["share"] is False
     assert "login required" in capsys.readouterr().out
-    monkeypatch.setenv("QA_AUTH", "bob:hunter2")
+    monkeypatch.setenv("QA_AUTH", "bob:hunter2-longer")
     code, launched, _ = fake_main("--host", "0.0.0.0")
-    assert code == 0 and launched["auth"] == [("bob", "hunter2")]
-    code, launched, _ = fake_main("--host", "0.0.0.0", "--auth", "cy:x")  # the flag wins
-    assert launched["auth"] == [("cy", "x")]
+    assert code == 0 and launched["auth"] == [("bob", "hunter2-longer")]
+    code, launched, _ = fake_main("--host", "0.0.0.0", "--auth", "cy:xylophone")  # the flag wins
+    assert launched["auth"] == [("cy", "xylophone")]
     monkeypatch.delenv("QA_AUTH")
     code, launched, read_only = fake_main("--host", "0.0.0.0", "--read-only")
     assert code == 0 and launched["auth"] is None and read_only is True

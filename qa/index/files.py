@@ -35,36 +35,73 @@ IVF_RETRAIN = 2.0
 
 
 class Index:
-    """A loaded, immutable index version. Arrays are memory-mapped; searches are thread-safe."""
+    """A loaded, immutable index version. Every array is read into memory and checked against
+    the manifest first (see ``versions.read_verified``), so nothing done to the files later
+    can reach a version being served; searches are thread-safe."""
 
-    def __init__(self, index_dir: Path, manifest: dict, vdir: Path):
+    def __init__(self, index_dir: Path, manifest: dict, vdir: Path, checksums: bool = True):
         self.dir = Path(index_dir)
         self.manifest = manifest
         self.version = manifest["version_dir"]
         self.sources: list[str] = manifest["source_names"]
         self.titles: list[str] = [manifest["sources"][s].get("title", "") for s in self.sources]
-        self.passage_source = store.load_array(vdir, "passage_source")
-        self.passage_start = store.load_array(vdir, "passage_start")
-        self.passage_end = store.load_array(vdir, "passage_end")
-        self.passage_paragraph = store.load_array(vdir, "passage_paragraph")
-        self.passage_keys = store.load_array(vdir, "passage_keys")
-        self.text_offsets = store.load_array(vdir, "text_offsets")
-        self.text_bytes = store.load_array(vdir, "texts")
-        if "location_offsets.npy" in manifest.get("files", {}):
-            self.location_offsets = store.load_array(vdir, "location_offsets")
-            self.location_bytes = store.load_array(vdir, "locations")
+        files = manifest["files"]
+        self._checksums = checksums
+
+        def array(name: str) -> np.ndarray:
+            return store.load_array(vdir, name, files, checksums)
+
+        self.passage_source = array("passage_source")
+        self.passage_start = array("passage_start")
+        self.passage_end = array("passage_end")
+        self.passage_paragraph = array("passage_paragraph")
+        self.passage_keys = array("passage_keys")
+        self.text_offsets = array("text_offsets")
+        self.text_bytes = array("texts")
+        if "location_offsets.npy" in files:
+            self.location_offsets = array("location_offsets")
+            self.location_bytes = array("locations")
         else:  # an index from before locations were stored: none
             self.location_offsets = np.zeros(len(self.passage_start) + 1, np.int64)
             self.location_bytes = np.zeros(0, np.uint8)
-        self.vectors = store.load_array(vdir, "vectors")
+        self.vectors = array("vectors")
         self._vdir = vdir
         self._dense = None
         self._dense_lock = threading.Lock()
-        self._bm25 = BM25Scores(vdir / "bm25")
+        self._bm25 = BM25Scores(vdir / "bm25", files, checksums)
         self.tables = {
-            name: (store.load_array(vdir, f"{name}.ptr"), store.load_array(vdir, f"{name}.rows"))
+            name: (array(f"{name}.ptr"), array(f"{name}.rows"))
             for name in manifest.get("tables", [])
         }
+        problem = self._count_problem()
+        if problem:
+            raise store.IndexCorrupt(f"index {vdir} does not match its manifest ({problem})")
+
+    def _count_problem(self) -> str | None:
+        """Where the arrays disagree with the manifest or each other; None when they agree."""
+        n = self.manifest["counts"]["passages"]
+        rows = {
+            "passage_source": len(self.passage_source), "passage_start": len(self.passage_start),
+            "passage_end": len(self.passage_end), "passage_keys": len(self.passage_keys),
+            "passage_paragraph": len(self.passage_paragraph), "vectors": len(self.vectors),
+            "text_offsets": len(self.text_offsets) - 1,
+            "location_offsets": len(self.location_offsets) - 1,
+            **{f"{name}.ptr": len(ptr) - 1 for name, (ptr, _) in self.tables.items()},
+        }
+        for name, count in rows.items():
+            if count != n:
+                return f"{name} has {count:,} rows, the manifest counts {n:,} passages"
+        if self.vectors.ndim != 2 or self.vectors.shape[1] != self.manifest["model"]["dimension"]:
+            return f"vectors of shape {self.vectors.shape}"
+        if n and (int(self.text_offsets[-1]) != len(self.text_bytes)
+                  or int(self.location_offsets[-1]) != len(self.location_bytes)):
+            return "text offsets run past the texts"
+        if n and not 0 <= int(np.min(self.passage_source)) <= int(np.max(self.passage_source)) \
+                < len(self.sources):
+            return "passages of unknown documents"
+        if self._bm25.num_docs != n:
+            return f"BM25 counts {self._bm25.num_docs:,} passages"
+        return None
 
     def __len__(self) -> int:
         return len(self.passage_start)
@@ -108,7 +145,14 @@ class Index:
                 if self._dense is None:
                     import faiss
 
-                    dense = faiss.read_index(str(self._vdir / "dense.faiss"))
+                    data = store.read_verified(self._vdir, "dense.faiss",
+                                               self.manifest["files"], self._checksums)
+                    try:
+                        dense = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+                    except RuntimeError as e:
+                        raise store.IndexCorrupt(
+                            f"index file {self._vdir / 'dense.faiss'} cannot be read: {e}"
+                            .splitlines()[0]) from None
                     if "nprobe" in self.manifest["dense"]["params"]:
                         dense.nprobe = self.manifest["dense"]["params"]["nprobe"]
                     self._dense = dense
@@ -170,17 +214,25 @@ class BM25Scores:
     of posting lists; reading them directly avoids importing bm25s and scipy (~1 s) per process.
     """
 
-    def __init__(self, path: Path):
-        with open(path / "vocab.index.json", encoding="utf-8") as f:
-            self.vocab_dict: dict[str, int] = json.load(f)
-        with open(path / "params.index.json", encoding="utf-8") as f:
-            params = json.load(f)
+    def __init__(self, path: Path, files: dict | None = None, checksums: bool = True):
+        """``files``: the manifest's table of a version's files, to check these against
+        (their names relative to the version folder, as ``bm25/...``)."""
+        folder = path.name
+        listed = None if files is None else {
+            name.removeprefix(f"{folder}/"): meta for name, meta in files.items()
+            if name.startswith(f"{folder}/")}
+
+        def read_json(name: str):
+            return json.loads(store.read_verified(path, name, listed, checksums).decode("utf-8"))
+
+        self.vocab_dict: dict[str, int] = read_json("vocab.index.json")
+        params = read_json("params.index.json")
         if params.get("method", "lucene") not in ("lucene", "robertson", "atire"):
             raise ValueError(f"unsupported BM25 variant {params.get('method')}")
         self.num_docs = int(params["num_docs"])
-        self.data = np.load(path / "data.csc.index.npy", mmap_mode="r", allow_pickle=False)
-        self.indices = np.load(path / "indices.csc.index.npy", mmap_mode="r", allow_pickle=False)
-        self.indptr = np.load(path / "indptr.csc.index.npy", mmap_mode="r", allow_pickle=False)
+        self.data = store.load_array(path, "data.csc.index", listed, checksums)
+        self.indices = store.load_array(path, "indices.csc.index", listed, checksums)
+        self.indptr = store.load_array(path, "indptr.csc.index", listed, checksums)
 
     def document_frequency(self, token_id: int) -> int:
         return int(self.indptr[token_id + 1] - self.indptr[token_id])
@@ -203,10 +255,14 @@ def load(index_dir: Path, checksums: bool = True, trusted: str | None = None) ->
     if manifest is None:
         return None
     checksums = checksums and manifest.get("version_dir") != trusted
-    vdir = store.verify(index_dir, manifest, checksums=checksums)
+    # Sizes first (cheap: a damaged version is refused before anything is read); each file's
+    # checksum is then checked on the very bytes that are loaded.
+    vdir = store.verify(index_dir, manifest, checksums=False)
     try:
-        return Index(index_dir, manifest, vdir)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        return Index(index_dir, manifest, vdir, checksums=checksums)
+    except store.IndexCorrupt:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, UnicodeDecodeError) as e:
         raise store.IndexCorrupt(f"index {vdir} cannot be loaded: {e}".splitlines()[0]) from None
 
 
@@ -238,7 +294,7 @@ class FileBackend:
               full: bool = False) -> tuple[dict, BuildReport]:
         """``full``: a new version from the documents alone, nothing reused."""
         return build(seeds_dir, self.index_dir, encoder, annotator=annotator, progress=progress,
-                     previous=None if full else previous, found=found)
+                     previous=None if full else previous, found=found, catch_up=not full)
 
 
 def build(
@@ -249,16 +305,51 @@ def build(
     progress: Progress | None = None,
     previous: Index | None = None,
     found: list[FileState] | None = None,
+    catch_up: bool = False,
 ) -> tuple[dict, BuildReport]:
     """Index every document under ``seeds_dir`` into a new committed version.
 
     Vectors and annotations of passages whose text is unchanged are reused from ``previous``;
     so are its rows of files whose name, size and modification time are unchanged. ``found``:
     a scan of the folder just taken (by ``stale_reasons``), instead of scanning it again.
-    Only one builder writes an index at a time; a second one waits for the first.
+    Only one builder writes an index at a time (a lock file); a second one waits for the
+    first. ``catch_up``: it then starts from what the first committed, and builds nothing when
+    that already matches the folder, so two processes never embed the same passages twice.
     """
     with store.build_lock(Path(index_dir)):
+        if catch_up:
+            previous, current = _catch_up(Path(seeds_dir), Path(index_dir), encoder, annotator,
+                                          previous)
+            if current is not None:
+                return current
         return _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found)
+
+
+def _catch_up(seeds_dir: Path, index_dir: Path, encoder, annotator, previous: Index | None
+              ) -> tuple[Index | None, tuple[dict, BuildReport] | None]:
+    """What another builder committed while this one waited for the lock: its version, to
+    build from; and, when it already matches the folder, that version with a report of no
+    work (then nothing is built)."""
+    try:
+        manifest = store.read_manifest(index_dir)
+        same = previous is not None and manifest is not None \
+            and manifest["version_dir"] == previous.version
+        if manifest is None or same:
+            return previous, None
+        current = load(index_dir)
+    except QAError:
+        return previous, None
+    from .folder import stale_reasons
+
+    annotator_id = annotator.id if annotator is not None else None
+    if current is None or stale_reasons(seeds_dir, manifest, encoder.model_id, None, annotator_id):
+        return current or previous, None
+    counts = manifest["counts"]
+    report = BuildReport(
+        documents=counts["documents"], passages=counts["passages"], embedded=0,
+        reused=counts["passages"],
+        skipped={s: m["error"] for s, m in manifest.get("skipped_files", {}).items()})
+    return current, (manifest, report)
 
 
 # BM25 as bm25s computes it (its default "lucene" variant), so bm25s can load what we write.
@@ -366,6 +457,8 @@ def _build(seeds_dir, index_dir, encoder, annotator, progress, previous, found):
         _write_dense(vdir, columns.vectors, dense_meta, previous)
         _write_bm25(vdir / "bm25", columns.tables[BM25_TERMS], vocabulary)
 
+    if progress:
+        progress("writing", len(columns.vectors), len(columns.vectors))
     manifest = store.commit(index_dir, write, manifest)
     report = BuildReport(
         documents=len(sources),
@@ -435,6 +528,7 @@ def _fresh_columns(
 
     vectors = np.empty((len(passages), encoder.dimension), dtype=np.float32)
     if todo:
+        encode_progress(0, len(todo))
         vectors[todo] = encoder.encode([search_texts[i] for i in todo], progress=encode_progress)
     kept = [i for i, r in enumerate(reuse) if r is not None]
     if kept:

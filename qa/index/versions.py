@@ -10,6 +10,7 @@ metadata is JSON.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -91,7 +92,67 @@ def read_manifest(index_dir: Path) -> dict | None:
         raise IndexCorrupt(f"{path}: unreadable manifest ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorrupt(f"{path}: unknown index format; it will be rebuilt")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise IndexCorrupt(f"{path}: damaged manifest ({problem}); it will be rebuilt")
     return manifest
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_sha256(value: object) -> bool:
+    return (isinstance(value, str) and len(value) == 64
+            and all(c in "0123456789abcdef" for c in value))
+
+
+# The manifest's shape: each key with the test its value must pass. Everything the pipeline,
+# ``qa status`` and a loaded index read is here, so that none of them meets a surprise.
+_MANIFEST_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "version_dir": ("a version folder name", lambda v: isinstance(v, str) and v.startswith("v-")),
+    "created": ("a time", lambda v: isinstance(v, str)),
+    "model": ("{id, dimension}", lambda v: isinstance(v, dict) and isinstance(v.get("id"), str)
+              and _is_count(v.get("dimension"))),
+    "dense": ("{type, params}", lambda v: isinstance(v, dict) and isinstance(v.get("type"), str)
+              and isinstance(v.get("params"), dict)),
+    "counts": ("{documents, passages}", lambda v: isinstance(v, dict)
+               and _is_count(v.get("documents")) and _is_count(v.get("passages"))),
+    "source_names": ("a list of names", lambda v: isinstance(v, list)
+                     and all(isinstance(n, str) for n in v)),
+    "sources": ("a table of documents", lambda v: isinstance(v, dict) and all(
+        isinstance(m, dict) and _is_count(m.get("passages")) and _is_count(m.get("size"))
+        for m in v.values())),
+    "skipped_files": ("a table of skipped files", lambda v: isinstance(v, dict) and all(
+        isinstance(m, dict) and isinstance(m.get("error"), str) and _is_count(m.get("size"))
+        for m in v.values())),
+    "tables": ("a list of names", lambda v: isinstance(v, list)
+               and all(isinstance(n, str) for n in v)),
+    "files": ("a table of files with sizes and SHA-256s", lambda v: isinstance(v, dict) and all(
+        isinstance(m, dict) and _is_count(m.get("bytes")) and _is_sha256(m.get("sha256"))
+        for m in v.values())),
+}
+_OPTIONAL = {"skipped_files"}
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """What is wrong with a manifest's shape and counts, in a few words; None when nothing."""
+    for key, (expected, ok) in _MANIFEST_SCHEMA.items():
+        if key not in manifest:
+            if key in _OPTIONAL:
+                continue
+            return f"no {key!r}"
+        if not ok(manifest[key]):
+            return f"{key!r} is not {expected}"
+    names, sources, counts = manifest["source_names"], manifest["sources"], manifest["counts"]
+    if sorted(sources) != names:
+        return "the source names do not match the sources"
+    if counts["documents"] != len(names):
+        return f"it counts {counts['documents']:,} documents but lists {len(names):,}"
+    listed = sum(m["passages"] for m in sources.values())
+    if counts["passages"] != listed:
+        return f"it counts {counts['passages']:,} passages but its documents hold {listed:,}"
+    return None
 
 
 def version_path(index_dir: Path, manifest: dict) -> Path:
@@ -187,11 +248,48 @@ def save_array(directory: Path, name: str, array: np.ndarray) -> None:
     np.save(directory / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
 
 
-def load_array(directory: Path, name: str, mmap: bool = True) -> np.ndarray:
-    """Load an array, memory-mapped read-only by default. The result is a plain ndarray view
-    of the map: np.memmap's per-element indexing is several times slower."""
-    array = np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
-    return array.view(np.ndarray) if isinstance(array, np.memmap) else array
+def read_verified(directory: Path, name: str, files: dict | None, checksums: bool = True
+                  ) -> bytes:
+    """The bytes of a version's file, read into memory (never mapped: a file truncated in
+    place under a map kills the process with SIGBUS) and checked against the manifest's
+    ``files`` entry: present, of its size and, with ``checksums``, its SHA-256. IndexCorrupt
+    says in one line what does not match. ``files`` None: an unlisted file, read as it is."""
+    path = Path(directory) / name
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise IndexCorrupt(f"index file {path} cannot be read ({e.strerror or e})") from None
+    if files is None:
+        return data
+    meta = files.get(name)
+    if meta is None:
+        raise IndexCorrupt(f"index file {path} has no checksum in the manifest")
+    if len(data) != meta["bytes"]:
+        raise IndexCorrupt(f"index file {path} has {len(data)} bytes, expected {meta['bytes']}")
+    if checksums and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise IndexCorrupt(f"index file {path} fails its checksum")
+    return data
+
+
+def load_array(directory: Path, name: str, files: dict | None = None,
+               checksums: bool = True) -> np.ndarray:
+    """Load ``name``.npy into memory, checked as ``read_verified`` says. The array is a
+    read-only view of the bytes read (no second copy); no pickled objects are accepted."""
+    data = read_verified(directory, f"{name}.npy", files, checksums)
+    path = Path(directory) / f"{name}.npy"
+    try:
+        header = io.BytesIO(data)
+        major, _ = np.lib.format.read_magic(header)
+        read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(header)
+        if dtype.hasobject:
+            raise ValueError("object arrays are not accepted")
+        count = int(np.prod(shape, dtype=np.int64))
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=header.tell())
+    except ValueError as e:
+        raise IndexCorrupt(f"index file {path} is not a readable array ({e})") from None
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def make_index_dir(index_dir: Path) -> None:
