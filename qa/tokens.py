@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import chain
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*", re.UNICODE)
 
@@ -61,10 +62,7 @@ def words(text: str) -> list[tuple[int, int, str]]:
 
 def terms(text: str) -> list[str]:
     """Index terms of text: stemmed content words."""
-    out: list[str] = []
-    for word in _TOKEN.findall(text):
-        out.extend(_word_terms(word))
-    return out
+    return list(chain.from_iterable(map(_word_terms, _TOKEN.findall(text))))
 
 
 @lru_cache(maxsize=200_000)
