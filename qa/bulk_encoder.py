@@ -1,7 +1,9 @@
 """Encoders for building an index: many passages at once, as fast as the cores allow.
 
-Candidates measured by ``benchmarks/encoders.py``; all give L2-normalised float32 vectors
-of the same model, so an index built with one is searched with the ONNX query encoder.
+``TorchBulkEncoder`` won the candidates measured by ``benchmarks/encoders.py``
+(docs/indexing-speed.md): torch with bf16 weights, one thread per batch and one batch per
+core. It gives L2-normalised float32 vectors of the same model, so an index built with it is
+searched with the ONNX query encoder.
 Batches are formed by token count: passages are sorted by their number of tokens and cut
 into batches of at most ``TOKENS_PER_BATCH`` padded tokens, so short passages go in big
 batches and almost nothing is padding.
@@ -51,7 +53,7 @@ def _pack(encodings, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, mask, types
 
 
-def _encode_batched(tokenizer, texts: Sequence[str], dimension: int, pad_id: int,
+def encode_batched(tokenizer, texts: Sequence[str], dimension: int, pad_id: int,
                     run: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
                     progress=None, tokens_per_batch: int = TOKENS_PER_BATCH,
                     workers: int = 1) -> np.ndarray:
@@ -86,7 +88,8 @@ def _encode_batched(tokenizer, texts: Sequence[str], dimension: int, pad_id: int
     return out
 
 
-def _unpadded_tokenizer(folder: Path, max_length: int):
+def unpadded_tokenizer(folder: Path, max_length: int):
+    """The folder's tokenizer.json, truncating at ``max_length`` and padding nothing."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -95,55 +98,14 @@ def _unpadded_tokenizer(folder: Path, max_length: int):
     return tokenizer
 
 
-class OnnxBulkEncoder:
-    """The ONNX export run in token-length batches; ``quantised``: its MatMul weights
-    quantised to int8 (dynamic quantisation, VNNI kernels), written beside it once."""
-
-    def __init__(self, folder: Path, quantised: bool, threads: int = 0):
-        import onnxruntime as ort
-
-        from .onnx_encoder import MODEL_FILE, read_meta
-
-        self.folder = Path(folder)
-        meta = read_meta(self.folder)
-        self.dimension, self.pad_id = int(meta["dimension"]), int(meta["pad_id"])
-        self.input_names = list(meta["input_names"])
-        self.tokenizer = _unpadded_tokenizer(self.folder, int(meta["max_seq_length"]))
-        model = self.folder / MODEL_FILE
-        if quantised:
-            model = self.folder / "model-int8.onnx"
-            if not model.exists():
-                from onnx import TensorProto
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                quantize_dynamic(self.folder / MODEL_FILE, model, weight_type=QuantType.QInt8,
-                                 per_channel=True,
-                                 extra_options={"DefaultTensorType": TensorProto.FLOAT})
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model), options,
-                                            providers=["CPUExecutionProvider"])
-
-    def _run(self, ids, mask, types) -> np.ndarray:
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return self.session.run(None, {n: feed[n] for n in self.input_names})[0]
-
-    def encode(self, texts: Sequence[str], progress=None) -> np.ndarray:
-        return _encode_batched(self.tokenizer, texts, self.dimension, self.pad_id, self._run,
-                               progress)
-
-
 class TorchBulkEncoder:
     """The transformer run by torch in token-length batches; ``dtype``: "float32",
     "bfloat16" (weights in bf16) or "autocast" (fp32 weights, bf16 matmuls).
 
     By default ``workers`` batches run at once (one per core), each on ``threads`` = 1 torch
     thread: on a busy 2-core machine that beat two threads working on one batch (which wait
-    for each other at every operation) by 1.4x; see docs/indexing-speed.md."""
+    for each other at every operation) by 1.15x, medians of 3 runs (docs/indexing-speed.md).
+    While it runs, torch's thread count is ``threads`` for the whole process."""
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", max_length: int = 256,
                  threads: int = 1, tokens_per_batch: int = TOKENS_PER_BATCH,
@@ -167,7 +129,7 @@ class TorchBulkEncoder:
         self.model = model
         self.dimension = int(model.config.hidden_size)
         self.pad_id = int(model.config.pad_token_id or 0)
-        self.tokenizer = _unpadded_tokenizer(Path(model_path), max_length)
+        self.tokenizer = unpadded_tokenizer(Path(model_path), max_length)
 
     def _run(self, ids, mask, types) -> np.ndarray:
         torch = self.torch
@@ -187,7 +149,7 @@ class TorchBulkEncoder:
         if self.threads:
             self.torch.set_num_threads(self.threads)
         try:
-            return _encode_batched(self.tokenizer, texts, self.dimension, self.pad_id, self._run,
+            return encode_batched(self.tokenizer, texts, self.dimension, self.pad_id, self._run,
                                    progress, self.tokens_per_batch, self.workers)
         finally:
             self.torch.set_num_threads(before)
