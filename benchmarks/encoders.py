@@ -95,6 +95,13 @@ class OnnxInt8Encoder:
         return be.encode_batched(self.tokenizer, texts, self.dimension, self.pad_id, self._run)
 
 
+def _bf16_1x2(path: str, tokens: int) -> Callable[[], EncodeFn]:
+    from qa import bulk_encoder as be
+
+    return lambda: be.TorchBulkEncoder(path, threads=1, workers=2,
+                                       tokens_per_batch=tokens).encode
+
+
 def candidates(encoder, only: set[str] | None) -> dict[str, EncodeFn]:
     """Name -> a function encoding texts into normalised float32 vectors."""
     from qa import bulk_encoder as be
@@ -109,16 +116,20 @@ def candidates(encoder, only: set[str] | None) -> dict[str, EncodeFn]:
         "st-fp32": lambda: st_fp32,
         "onnx-fp32": lambda: encoder.onnx.encode,
         "onnx-int8": lambda: OnnxInt8Encoder(encoder.onnx.folder).encode,
-        # threads x workers: torch threads per batch x batches at once
-        "torch-fp32-1x2": lambda: be.TorchBulkEncoder(encoder.path, dtype="float32",
-                                                      threads=1, workers=2).encode,
-        "torch-bf16-2x1": lambda: be.TorchBulkEncoder(encoder.path, threads=2, workers=1).encode,
-        "torch-bf16-1x1": lambda: be.TorchBulkEncoder(encoder.path, threads=1, workers=1).encode,
-        "torch-bf16-1x2": lambda: be.TorchBulkEncoder(encoder.path, threads=1, workers=2).encode,
-        "torch-bf16-1x2-2k": lambda: be.TorchBulkEncoder(encoder.path, threads=1, workers=2,
-                                                         tokens_per_batch=2048).encode,
-        "torch-autocast-1x2": lambda: be.TorchBulkEncoder(encoder.path, dtype="autocast",
-                                                          threads=1, workers=2).encode,
+        # T x W: T torch threads per batch, W batches at once; "8k": at most 8,192 padded
+        # tokens a batch, "2k" 2,048 (the default), "1k" 1,024, "512" 512
+        "torch-fp32-1x2-8k": lambda: be.TorchBulkEncoder(encoder.path, dtype="float32",
+                                                         threads=1, workers=2,
+                                                         tokens_per_batch=8192).encode,
+        "torch-bf16-2x1-8k": lambda: be.TorchBulkEncoder(encoder.path, threads=2, workers=1,
+                                                         tokens_per_batch=8192).encode,
+        "torch-bf16-1x1-8k": lambda: be.TorchBulkEncoder(encoder.path, threads=1, workers=1,
+                                                         tokens_per_batch=8192).encode,
+        "torch-autocast-1x2-8k": lambda: be.TorchBulkEncoder(encoder.path, dtype="autocast",
+                                                             threads=1, workers=2,
+                                                             tokens_per_batch=8192).encode,
+        **{f"torch-bf16-1x2-{name}": _bf16_1x2(encoder.path, tokens)
+           for name, tokens in (("8k", 8192), ("2k", 2048), ("1k", 1024), ("512", 512))},
     }
     return {name: make() for name, make in makers.items()
             if only is None or name in only or name == "st-fp32"}
