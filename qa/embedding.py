@@ -32,7 +32,7 @@ log = logging.getLogger("qa")
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 BACKENDS = ("auto", "onnx", "torch")
 BUILD_ENCODERS = ("auto", "standard")
-BULK_MIN_TEXTS = 256  # fewer texts are not worth loading torch for (~3 s)
+BULK_MIN_TEXTS = 256  # fewer texts are not worth loading torch for (5-9 s on 2 busy cores)
 BULK_MIN_COSINE = 0.999  # the build encoder's probe vector against the fp32 one
 ONNX_BATCH_SIZE = 32  # sorted by length; larger batches were no faster on 2 cores
 
