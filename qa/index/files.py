@@ -32,6 +32,9 @@ IVF_NPROBE = 32
 # An update keeps the previous version's IVF cells (training them is 4 s at 60,000 passages,
 # 7 s at 100,000) while the cell count the new size calls for is within this factor of theirs.
 IVF_RETRAIN = 2.0
+# Passages encoded at a time in a build: big enough for batches of similar length, small
+# enough that a chunk's texts and vectors are a few MB.
+ENCODE_CHUNK = 8192
 
 
 class Index:
@@ -529,7 +532,14 @@ def _fresh_columns(
     vectors = np.empty((len(passages), encoder.dimension), dtype=np.float32)
     if todo:
         encode_progress(0, len(todo))
-        vectors[todo] = encoder.encode([search_texts[i] for i in todo], progress=encode_progress)
+    # In chunks, so that no second copy of every vector (and of every text) is ever held.
+    for lo in range(0, len(todo), ENCODE_CHUNK):
+        chunk = todo[lo : lo + ENCODE_CHUNK]
+
+        def chunk_progress(done: int, total: int, lo: int = lo) -> None:
+            encode_progress(lo + done, len(todo))
+
+        vectors[chunk] = encoder.encode([search_texts[i] for i in chunk], progress=chunk_progress)
     kept = [i for i, r in enumerate(reuse) if r is not None]
     if kept:
         vectors[kept] = previous.vectors[[reuse[i] for i in kept]]
@@ -572,6 +582,9 @@ def _gather(runs, previous: Index | None, fresh: Columns | None, source_names, t
     parts = [(previous if copied else fresh, lo, hi) for copied, lo, hi in runs]
 
     def flat(name: str) -> np.ndarray:
+        if len(parts) == 1:  # one run (a fresh build): no copy
+            cols, lo, hi = parts[0]
+            return getattr(cols, name)[lo:hi]
         return np.concatenate([getattr(cols, name)[lo:hi] for cols, lo, hi in parts])
 
     def ragged(table) -> tuple[np.ndarray, np.ndarray]:
@@ -700,11 +713,8 @@ def _bm25_terms(search_texts, reuse, previous, vocab: dict[str, int]) -> list[np
         if usable and r is not None:
             term_ids.append(np.asarray(previous.rows(BM25_TERMS, r)))
             continue
-        ids = []
-        for term in terms(text):
-            if term not in vocab:
-                vocab[term] = len(vocab)
-            ids.append(vocab[term])
+        # setdefault evaluates len(vocab) first: a new term gets the next id.
+        ids = [vocab.setdefault(term, len(vocab)) for term in terms(text)]
         term_ids.append(np.array(ids, dtype=np.int32))
     return term_ids
 
