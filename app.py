@@ -60,6 +60,7 @@ MAX_SESSIONS_KEPT = 64  # visitors' Gradio sessions held in memory (see launch)
 STATUS_SECONDS = 10  # how often the corpus panel refreshes itself (progress of an update)
 SEARCHING = "Searching the documents"  # CSS adds animated dots
 COPY_LABEL = "Copy citations"
+EMPTY_QUESTION = "Type a question first: the box is empty."
 
 CSS = """
 #chat .qa-reply { line-height: 1.5; }
@@ -415,6 +416,7 @@ def build_app(
         history = list(history or [])
         question = question if isinstance(question, str) else ""
         if not question.strip():
+            gr.Warning(EMPTY_QUESTION)
             yield "", history, gr.skip()
             return
         earlier = plain_history(history)  # before this turn is added
@@ -593,7 +595,8 @@ def _kinds(suffixes) -> str:
 # Serving: who may reach the app.
 
 # The reply's "Copy citations" button: one delegated listener (sanitised replies carry no
-# script), copying the reply's citation lines as plain text, one a line. And the corpus panel
+# script), copying each quote's citation line and its quoted text ("> ...") as plain text,
+# quotes separated by a blank line. And the corpus panel
 # starts closed on a phone, with narrower page margins there.
 HEAD = """<style>
 /* Outside the app's own container, so not in CSS (which Gradio scopes to it). */
@@ -608,8 +611,12 @@ document.addEventListener("click", async (event) => {
   event.preventDefault();
   const reply = button.closest(".qa-reply");
   if (!reply) return;
-  const text = Array.from(reply.querySelectorAll(".qa-citation"),
-                          (e) => e.textContent.replace(/\\s+/g, " ").trim()).join("\\n");
+  const text = Array.from(reply.querySelectorAll(".qa-quote"), (quote) => {
+    const cite = quote.querySelector(".qa-citation");
+    const body = quote.querySelector(".qa-text");
+    const one = (e) => (e ? e.textContent.replace(/\\s+/g, " ").trim() : "");
+    return one(cite) + "\\n> " + one(body);
+  }).join("\\n\\n");
   let copied = false;
   try {
     await navigator.clipboard.writeText(text);

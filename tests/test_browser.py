@@ -228,7 +228,7 @@ def test_a_slow_question_shows_at_once_with_a_searching_reply(browser, slow_url)
         ctx.close()
 
 
-def test_copy_citations_copies_plain_citation_lines(browser, app_url):
+def test_copy_citations_copies_each_citation_with_its_quoted_text(browser, app_url):
     from playwright.sync_api import expect
 
     ctx, page = open_page(browser, app_url)
@@ -244,7 +244,8 @@ def test_copy_citations_copies_plain_citation_lines(browser, app_url):
         button.click()
         expect(button).to_have_text("Copied")
         copied = page.evaluate("navigator.clipboard.readText()")
-        assert copied.split("\n") == shown
+        quoted = [" ".join(t.split()) for t in reply.locator(".qa-text").all_inner_texts()]
+        assert copied.split("\n\n") == [f"{c}\n> {q}" for c, q in zip(shown, quoted)]
         assert "<" not in copied and "relevance" not in copied
         # Selecting one citation by hand copies the same plain text.
         first = reply.locator(".qa-citation").first
@@ -256,6 +257,23 @@ def test_copy_citations_copies_plain_citation_lines(browser, app_url):
         assert " ".join(selected.split()) == shown[0]
         assert first.evaluate("e => getComputedStyle(e).userSelect") != "none"
         assert page.page_errors == []
+    finally:
+        ctx.close()
+
+
+def test_an_empty_question_says_why_nothing_happened(browser, app_url):
+    from playwright.sync_api import expect
+
+    import app
+
+    ctx, page = open_page(browser, app_url)
+    try:
+        box = page.locator("#question textarea")
+        box.wait_for(timeout=TIMEOUT_MS)
+        box.fill("   ")
+        box.press("Enter")
+        expect(page.get_by_text(app.EMPTY_QUESTION)).to_be_visible(timeout=TIMEOUT_MS)
+        expect(bot_messages(page)).to_have_count(0)
     finally:
         ctx.close()
 
