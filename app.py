@@ -614,7 +614,7 @@ document.addEventListener("click", async (event) => {
   const text = Array.from(reply.querySelectorAll(".qa-quote"), (quote) => {
     const cite = quote.querySelector(".qa-citation");
     const body = quote.querySelector(".qa-text");
-    const one = (e) => (e ? e.textContent.replace(/\\s+/g, " ").trim() : "");
+    const one = (e) => (e ? (e.innerText || e.textContent).replace(/\\s+/g, " ").trim() : "");
     return one(cite) + "\\n> " + one(body);
   }).join("\\n\\n");
   let copied = false;
