@@ -399,3 +399,18 @@ def test_answer_text_leads_with_the_answer(engine):
     assert reply_answer(answer_as_text(declined)) == declined.message
     data = answer_to_json(answer)
     assert data["message"] == answer.message and data["quotes"][0]["start"] == answer.quotes[0].start
+
+
+def test_document_text_in_a_chat_reply_cannot_become_markdown():
+    import re
+
+    from qa.serving.answers import literal
+    from qa.types import Answer, Quote
+
+    hostile = "See ![x](http://evil.example/t.png) and <img src=x> *now*"
+    quote = Quote("notes_1.md", hostile, 0, len(hostile), 0.9, 1, 4, 37)
+    text = answer_as_text(Answer("Where?", "![x](http://evil.example/t.png)", 0.9, [quote]))
+    assert "\\!\\[x\\]\\(http" in text and "\\<img" in text
+    assert not re.search(r"(?<!\\)(<|!\[|\]\()", text)  # nothing Markdown would act on
+    assert literal(hostile).replace("\\", "") == hostile.replace("\\", "")
+    assert reply_answer(text) == "![x](http://evil.example/t.png)"
