@@ -32,10 +32,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from qa import QA, QAError, config
-from qa.access import LoginLimiter, check_password, refusal_message
 from qa.display import format_bytes
 from qa.serving import open_engine
-from qa.serving.auth import is_loopback
+from qa.serving.auth import LoginLimiter, check_password, is_loopback, refusal_message
 from qa.serving.limits import MAX_HISTORY_MESSAGES  # the earlier turns a follow-up is read with
 from qa.uploads import (
     UploadError,
@@ -654,7 +653,7 @@ _API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 
 class ServerGuard:
     """ASGI middleware in front of Gradio: failed logins limited per client address
-    (``qa.access``), Gradio's raw upload route kept within the documents folder's quota, and
+    (``qa.serving.auth``), Gradio's raw upload route kept within the documents folder's quota, and
     the login page served without the API's description."""
 
     def __init__(self, app, limiter: LoginLimiter, upload_room, temp_dir):

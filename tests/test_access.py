@@ -16,7 +16,7 @@ import pytest
 
 import app
 from qa import QAError, config
-from qa.access import (
+from qa.serving.auth import (
     LOGIN_FAILURES_ALLOWED,
     LoginLimiter,
     check_password,
