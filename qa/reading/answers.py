@@ -29,6 +29,7 @@ def answer_key(text: str) -> str:
 _QUANTIFIER = (r"(?:(?:more|fewer|less) than|over|under|about|around|nearly|almost|some|up to|"
                r"at least|at most|approximately|roughly|just over|just under|an estimated)\s+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SCALE = r"(?:million|billion|trillion|thousand|percent)"
 
 
 def same_answer(a: str, b: str) -> bool:
@@ -48,13 +49,12 @@ def mentions(answer: str, text: str) -> list[tuple[int, int]]:
     """Where ``text`` states ``answer``: each number of a numeric answer with any quantifier
     before it (numbers of three or more characters, or with a currency or scale: a bare "12"
     says too little), else the answer's words, case aside, at word boundaries."""
-    scaled = bool(re.search(r"[$£€%]|\b(million|billion|trillion|thousand|percent)\b", answer,
-                            re.I))
+    scaled = bool(re.search(rf"[$£€%]|\b{_SCALE}\b", answer, re.I))
     numbers = [n for n in _NUMBER.findall(answer) if len(n) >= 3 or scaled]
     if numbers:
         found = []
         for m in re.finditer(rf"(?<![\w.,])(?:{_QUANTIFIER})?[$£€]?{re.escape(numbers[0])}"
-                             rf"(?![\d]|[.,]\d)(?:\s+(?:million|billion|trillion|thousand|percent)\b|%)?",
+                             rf"(?![\d]|[.,]\d)(?:\s+{_SCALE}\b|%)?",
                              text, re.I):
             if all(re.search(rf"(?<![\d.,]){re.escape(n)}(?![\d]|[.,]\d)", text)
                    for n in numbers[1:]):

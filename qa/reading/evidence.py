@@ -70,9 +70,8 @@ def fits_type(kind: str | None, answer: str) -> float:
     elif kind == "date":
         ok = (bool(_DIGIT.search(answer)) or any(w in MONTHS or w in DAYS for w in words)
               or any(w in RELATIVE_TIMES for w in words))
-    else:  # an agent: a name has a capital letter that does not start the answer only
-        ok = any(t[:1].isupper() for t in answer.split()) and not _DIGIT.fullmatch(
-            answer.replace(" ", ""))
+    else:  # an agent: a name is capitalised
+        ok = any(t[:1].isupper() for t in answer.split())
     return 1.0 if ok else -1.0
 
 

@@ -323,14 +323,15 @@ class TrainedReader:
         if reading is None:
             return Answer(question, None, 1.0, quotes_for(index, hits, [], top_k))
         p_right = calibration.p_right(reading.features)
+        if p_right < min(threshold, calibration.guess_floor):
+            p_none = round(calibration.p_none(reading.features), 3)
+            return Answer(question, None, p_none, quotes_for(index, hits, [], top_k))
         best = reading.spans[reading.order[0]]
         stated = stating_passages(question, reading.text, (best.window, best.start, best.end),
                                   texts, reading.spans, reading.answers)
         located = [(hits[w].passage_id, a, b) for w, a, b in stated]
         if p_right < threshold:
             p_none = round(calibration.p_none(reading.features), 3)
-            if p_right < min(threshold, calibration.guess_floor):
-                return Answer(question, None, p_none, quotes_for(index, hits, [], top_k))
             return Answer(question, None, p_none, quotes_for(index, hits, located, top_k),
                           guess=reading.text, guess_confidence=round(p_right, 3))
         sources = []
