@@ -154,6 +154,13 @@ def cmd_chat(args) -> int:
     if tty:
         print("Ask about the documents; follow-ups refer to the answers before them. "
               "/new starts over, /quit ends.")
+    try:
+        return _chat_loop(conversation, tty, args.json)
+    finally:
+        engine.wait_for_update()  # an update a question started would die with this process
+
+
+def _chat_loop(conversation, tty: bool, as_json: bool) -> int:
     while True:
         try:
             line = input("? " if tty else "")
@@ -173,7 +180,7 @@ def cmd_chat(args) -> int:
         except QAError as e:  # a bad question ends nothing: say why and go on
             _err(f"qa: error: {e}")
             continue
-        if args.json:
+        if as_json:
             data = json.dumps(answer_to_json(result), ensure_ascii=False)
             print(json_printable(data), flush=True)
         else:

@@ -261,3 +261,21 @@ def test_a_lone_surrogate_in_a_question_is_one_line(corpus, capsys):
     err = capsys.readouterr().err
     assert err == ("qa: error: the question holds U+D800 at character 4, half of a character "
                    "pair, not text\n")
+
+
+def test_chat_finishes_the_update_its_questions_started(tmp_path, capsys):
+    shutil.copytree(SEEDS, tmp_path / "seeds")
+    assert main(["build", *run(tmp_path)]) == 0
+    # Long enough that indexing it outlasts the question.
+    (tmp_path / "seeds" / "new.txt").write_text("\n\n".join(
+        f"Depot {i} holds {i * 37} crates of spare parts for the northern fleet's radar "
+        f"stations, logged by clerk number {i * 11} in ledger {i % 17}." for i in range(600)))
+    # Its own process: an update still running when it ends would die with it.
+    proc = subprocess.run([sys.executable, "-m", "qa.cli", "chat", "--json", *run(tmp_path)],
+                          input=INTERCEPTORS + "\n/quit\n", capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "500" in proc.stdout
+    capsys.readouterr()
+    assert main(["status", *run(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "new.txt:" in out and "up to date" in out
