@@ -2,6 +2,7 @@
 several thresholds on P(right), each question read once.
 
     python -m benchmarks.tradeoff [--sets squad-heldout,blind] [--thresholds 0.3,0.4,...]
+                                  [--declined 55,70]
 
 The shipped threshold was chosen on the training data's validation split
 (``training/calibrate.py``); this shows what another one would give on the evaluation sets,
@@ -26,7 +27,8 @@ def read_once(engine, questions) -> list[tuple[float, float, bool]]:
     out = []
     for q in questions:
         index, _, hits = engine.retrieve(q.question)
-        reading = reader.judge(q.question, [index.text(h.passage_id) for h in hits])
+        reading = reader.judge(q.question, [index.text(h.passage_id) for h in hits],
+                               [h.score for h in hits])
         if reading is None:
             out.append((0.0, 0.0, q.impossible))
             continue
@@ -47,10 +49,24 @@ def trade(rows: list[tuple[float, float, bool]], threshold: float) -> tuple[floa
     return 100 * answerable_f1, 100 * no_answer
 
 
+def at_declined(rows: list[tuple[float, float, bool]], share: float) -> tuple[float, float, float]:
+    """The curve where at least ``share`` percent of the unanswerable questions are declined:
+    (the lowest threshold in steps of 0.01 that gets there, answerable F1, no-answer %)."""
+    for t in [i / 100 for i in range(101)]:
+        f1, no_answer = trade(rows, t)
+        if no_answer >= share:
+            return t, f1, no_answer
+    return 1.0, *trade(rows, 1.0)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default="squad-heldout")
     ap.add_argument("--thresholds", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8")
+    ap.add_argument("--declined", default="55,70",
+                    help="also show the curve where these percentages are declined")
+    ap.add_argument("--calibration", type=Path,
+                    help="another calibration.json to read with (e.g. an earlier one, to compare)")
     args = ap.parse_args(argv)
     from qa import QA
     from qa.embedding import Encoder
@@ -63,6 +79,10 @@ def main(argv=None) -> None:
         for name in args.sets.split(","):
             docs, path = SETS[name]
             engine = QA(docs, Path(tmp) / name, encoder=encoder, reader="trained")
+            if args.calibration:
+                from qa.reading.trained import Calibration
+
+                engine.reader._calibration = Calibration.load(args.calibration)
             shipped = engine.reader.calibration().threshold
             rows = read_once(engine, load_questions(path))
             points = sorted({*thresholds, shipped})
@@ -74,6 +94,10 @@ def main(argv=None) -> None:
                       "|---|" + "---:|" * len(points),
                       "| F1 / no-answer | " + " | ".join(
                           "{:.1f} / {:.0f}".format(*trade(rows, t)) for t in points) + " |", ""]
+            lines += ["At {:.0f}% or more declined: threshold {:.2f}, F1 {:.1f} / no-answer {:.0f}"
+                      .format(float(d), *at_declined(rows, float(d))) + "  "
+                      for d in args.declined.split(",") if d]
+            lines.append("")
     table = "\n".join(lines)
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)

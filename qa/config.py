@@ -92,3 +92,6 @@ MAX_FOLDER_BYTES = int(os.environ.get("QA_MAX_FOLDER_BYTES", 200 * 1024 * 1024))
 # starts for at most this many seconds (0: not at all; float("inf"): until it is done). The
 # first build of an index that has no version yet is always waited for.
 ANSWER_WAITS_FOR_UPDATE_SECONDS = float(os.environ.get("QA_ANSWER_WAITS_FOR_UPDATE", 0))
+# Niceness of the threads that encode passages for a build: a question asked meanwhile (its
+# reader and query encoder run at normal priority) takes the cores first. 0 turns it off.
+BUILD_NICENESS = int(os.environ.get("QA_BUILD_NICENESS", 10))

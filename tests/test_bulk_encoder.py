@@ -91,3 +91,32 @@ def test_standard_build_encoder_never_loads_bf16(monkeypatch):
 def test_unknown_build_encoder():
     with pytest.raises(Exception, match="unknown build encoder"):
         Encoder(build_encoder="fp8")
+
+
+def test_build_workers_run_below_the_callers_priority():
+    """Questions asked during a build take the cores first: the encoding threads are niced,
+    the calling thread is not."""
+    import os
+    import threading
+
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    from qa.bulk_encoder import encode_batched
+
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    seen = []
+
+    def run(ids, mask, types):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return np.ones((len(ids), 2), dtype=np.float32)
+
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    texts = ["a b " * n for n in range(1, 40)]
+    out = encode_batched(tokenizer, texts, 2, 0, run, tokens_per_batch=16, workers=2,
+                         niceness=caller + 5)
+    assert out.shape == (39, 2) and len(seen) > 2
+    assert set(seen) == {caller + 5}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
