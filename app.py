@@ -403,12 +403,21 @@ def build_app(
     ``read_only`` leaves out uploading and rebuilding altogether: neither the controls nor
     their API endpoints exist (the index still follows the folder before each answer)."""
 
+    shown = {"status": ""}  # the corpus panel as last rendered, for any session
+
     def status_html() -> str:
         try:
-            return format_status(engine.status(), read_only=read_only)
+            shown["status"] = format_status(engine.status(), read_only=read_only)
         except Exception as e:  # the panel reports, never crashes
             log.exception("status failed")
-            return format_error(f"status unavailable: {e}")
+            shown["status"] = format_error(f"status unavailable: {e}")
+        return shown["status"]
+
+    # Gradio (6.31) keeps a new component in the session for every update it is given
+    # (gr.skip() included), so a session held a copy of the panel per question; a value
+    # keeps the session's one. The panel is the same for everyone: the last one rendered.
+    def status_unchanged() -> str:
+        return shown["status"] or status_html()
 
     def ask(question, history):
         """The question shows at once with a "searching" reply, which the answer replaces."""
@@ -416,12 +425,12 @@ def build_app(
         question = question if isinstance(question, str) else ""
         if not question.strip():
             gr.Warning(EMPTY_QUESTION)
-            yield "", history, gr.skip()
+            yield "", history, status_unchanged()
             return
         earlier = plain_history(history)  # before this turn is added
         history.append({"role": "user", "content": format_question(question)})
         history.append({"role": "assistant", "content": format_searching()})
-        yield "", history, gr.skip()
+        yield "", history, status_unchanged()
         try:
             reply = format_reply(engine.answer(question, history=earlier))
         except QAError as e:

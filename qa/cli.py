@@ -88,9 +88,10 @@ def cmd_migrate(args) -> int:
                       f"--store {target}") from None
     if previous is None:
         _err(f"no file index in {source.backend.location}: building from the documents")
-    _, report = engine.backend.build(engine.seeds_dir, engine.encoder,
-                                     annotator=engine.reader.annotator(),
-                                     progress=_progress_bar(), previous=previous)
+    with engine.backend.building():  # another process building there: wait for it
+        _, report = engine.backend.build(engine.seeds_dir, engine.encoder,
+                                         annotator=engine.reader.annotator(),
+                                         progress=_progress_bar(), previous=previous)
     _print_report("moved", report, engine.backend.location)
     return 0
 

@@ -255,7 +255,7 @@ class QA:
         ``found``: the scan ``stale_reasons`` was given, when it was just taken; ``full``: a
         new version from the documents alone, nothing reused. Answers go on from the loaded
         version meanwhile; the new one replaces it whole once committed."""
-        with self._lock:
+        with self._lock, self.backend.building():
             previous = self._index
             if previous is None and not full:
                 previous = self._try_load()

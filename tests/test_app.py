@@ -630,6 +630,29 @@ def test_app_passes_the_earlier_turns_as_plain_text(stub_app):
     assert "ferry.pdf, paragraph 2, chars 0–27, page 2" in html.unescape(re.sub("<[^>]+>", "", reply))
 
 
+def test_a_session_holds_no_more_components_however_many_questions(tmp_path):
+    """Gradio keeps a new component in the session for each update it is sent (gr.skip()
+    too): the app sends the corpus panel as a value, so a long chat does not grow memory."""
+    from gradio_client import Client
+
+    from .conftest import serve_app
+
+    demo, url = serve_app(StubEngine(tmp_path))
+    try:
+        c = Client(url, verbose=False, download_files=False)
+
+        def held() -> list[int]:
+            return [len(s.blocks_config.blocks) for s in demo.state_holder.session_data.values()]
+
+        c.predict("How long does the ferry take?", [], api_name="/ask")
+        before = held()
+        for question in ["And at night?", "How long does the ferry take?", "   "] * 2:
+            c.predict(question, [], api_name="/ask")
+        assert held() == before and len(before) == 1
+    finally:
+        demo.close()
+
+
 def test_app_upload_adds_a_document_and_reindexes(scratch_app_url, tmp_path):
     from gradio_client import Client, handle_file
 

@@ -367,6 +367,57 @@ def test_a_lite_file_in_use_by_another_process_is_one_line(make_milvus, tmp_path
     assert engine.answer("How many crates does the Varnel depot hold?").text == "4,312"
 
 
+LITE_BUILD = ("import sys; from qa import QA; "
+              "r = QA(sys.argv[1], reader='rules:fast', store=sys.argv[2]).rebuild(); "
+              "print(r.embedded, r.passages)")
+
+
+def test_two_processes_building_one_lite_file_take_turns(tmp_path, encoder):
+    """Both start while a build holds the lock (this test's, so that both are surely under
+    way at once); each waits, then one builds and the other takes what it committed."""
+    from filelock import FileLock
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "depot.txt").write_text(DEPOT)
+    (folder / "ferry.txt").write_text(FERRY)
+    store = lite(tmp_path)
+    target = milvus_client.parse_uri(store)
+    held = FileLock(str(milvus_client.lite_lock_path(target)))
+    held.acquire()
+    procs, logs = [], [tmp_path / "first.err", tmp_path / "second.err"]
+    try:
+        for log in logs:
+            with open(log, "w") as err:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-c", LITE_BUILD, str(folder), store], cwd=ROOT,
+                    stdout=subprocess.PIPE, stderr=err, text=True))
+        deadline = time.monotonic() + 120
+        while not all("waiting" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.2)
+    finally:
+        held.release()
+    results = []
+    for proc, log in zip(procs, logs):
+        out, _ = proc.communicate(timeout=300)
+        err = log.read_text()
+        assert proc.returncode == 0, err
+        assert f"another build of {target.address} is running; waiting" in err
+        results.append(tuple(int(n) for n in out.split()))
+    # One embedded every passage, the other none: it built from what the first committed.
+    passages = results[0][1]
+    assert sorted(results) == [(0, passages), (passages, passages)]
+    engine = QA(folder, encoder=encoder, reader="rules:fast", store=store)
+    assert engine.stale_reasons() == []
+    client, collection = engine.backend.client, _collection(engine)
+    assert [n for n in client.list_collections() if n.startswith(engine.backend.alias)] == [
+        collection]
+    rows = client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    assert rows == engine.status()["passages"] == passages
+    assert engine.answer("How many crates does the Varnel depot hold?").text == "4,312"
+
+
 @pytest.mark.parametrize("uri, message", [
     ("milvus://", "use milvus:///path/to/file.db"),
     ("milvus://host:port", "use milvus:///path/to/file.db"),
@@ -399,6 +450,15 @@ def test_the_file_store_never_imports_pymilvus(tmp_path):
                           timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize("module", ["client", "terms", "build", "index", "backend"])
+def test_each_milvus_module_imports_alone(module):
+    """No import circle inside qa/index/milvus: each module loads first in a fresh process
+    (build and index name the backend for type checkers only)."""
+    proc = subprocess.run([sys.executable, "-c", f"import qa.index.milvus.{module}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_cli_build_ask_and_migrate(tmp_path, capsys):

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,6 +293,11 @@ class FileBackend:
 
     def load(self, trusted: str | None = None) -> Index | None:
         return load(self.index_dir, trusted=trusted)
+
+    def building(self) -> AbstractContextManager[None]:
+        """Nothing to hold before ``build``: it takes the folder's lock itself, and a build
+        that waited catches up with what the other one committed."""
+        return nullcontext()
 
     def build(self, seeds_dir, encoder, annotator=None, progress=None, previous=None, found=None,
               full: bool = False) -> tuple[dict, BuildReport]:

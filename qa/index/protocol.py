@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Collection, Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -115,6 +116,11 @@ class Backend(Protocol):
 
     def load(self, trusted: str | None = None) -> Store | None:
         """The current version, or None. ``trusted``: a version this process just wrote."""
+        ...
+
+    def building(self) -> AbstractContextManager[None]:
+        """Held around a build from before the store is first touched: where another process
+        is building, wait for it (saying so) rather than fail."""
         ...
 
     def build(

@@ -303,23 +303,35 @@ def make_index_dir(index_dir: Path) -> None:
 
 
 @contextmanager
-def build_lock(index_dir: Path, wait_seconds: float | None = None) -> Iterator[None]:
-    """Hold the index's builder lock; say so when another build holds it, then wait."""
+def build_lock(index_dir: Path, wait_seconds: float | None = None) -> Iterator[bool]:
+    """Hold the index's builder lock; say so when another build holds it, then wait.
+    Yields whether it waited."""
+    make_index_dir(index_dir)
+    with exclusive(index_dir / LOCK, str(index_dir), wait_seconds) as waited:
+        yield waited
+
+
+@contextmanager
+def exclusive(lock_path: Path, what: str, wait_seconds: float | None = None) -> Iterator[bool]:
+    """Hold the cross-process lock file ``lock_path`` for a build of ``what``; when another
+    process holds it, log that this one waits, then wait (QAError after ``wait_seconds``).
+    Yields whether it waited."""
     from filelock import FileLock, Timeout
 
-    make_index_dir(index_dir)
-    lock = FileLock(str(index_dir / LOCK))
+    lock = FileLock(str(lock_path))
+    waited = False
     try:
         lock.acquire(timeout=1)
     except Timeout:
         import logging
 
-        logging.getLogger("qa").warning("another build of %s is running; waiting", index_dir)
+        logging.getLogger("qa").warning("another build of %s is running; waiting", what)
+        waited = True
         try:
             lock.acquire(timeout=-1 if wait_seconds is None else wait_seconds)
         except Timeout:
-            raise QAError(f"another build of {index_dir} is still running") from None
+            raise QAError(f"another build of {what} is still running") from None
     try:
-        yield
+        yield waited
     finally:
         lock.release()

@@ -13,10 +13,11 @@ from ...errors import QAError
 from ...tokens import STOPWORDS
 from .. import files
 from ..protocol import BuildReport
-from ..versions import FORMAT_VERSION, IndexCorrupt
+from ..versions import FORMAT_VERSION, IndexCorrupt, exclusive
 from .build import Build
 from .client import (
     BATCH_ROWS,
+    LITE_RELEASE_SECONDS,
     MAX_KEY_BYTES,
     MAX_VARCHAR,
     QUERY_LIMIT,
@@ -28,6 +29,7 @@ from .client import (
     forget_client,
     import_pymilvus,
     is_connection_error,
+    lite_lock_path,
     literal,
     parse_uri,
     reason,
@@ -168,6 +170,26 @@ class MilvusBackend:
         return MilvusIndex(self, collection, manifest)
 
     # -- building --
+
+    @contextmanager
+    def building(self) -> Iterator[None]:
+        """Held around a build, from before the store is first opened. Milvus Lite serves one
+        process per file: a second process that wants to build there waits for the build
+        under way (a lock file beside the database), then for that process to let go of the
+        file, and builds from what it committed, instead of failing at once.
+
+        A Milvus server has no such lock: only builders in this process take turns (see
+        ``build``). Builders in other processes or machines are not kept apart: both embed
+        the same passages; full builds still commit whole (the alias switches to a complete
+        collection, the last switch wins), but two in-place updates at once may interleave
+        their upserts and deletes. Run one builder per corpus against a server."""
+        if not self.target.lite:
+            yield
+            return
+        with exclusive(lite_lock_path(self.target), self.target.address) as waited:
+            if waited and self._client is None:
+                self._client = connect(self.target, patience=LITE_RELEASE_SECONDS)
+            yield
 
     def build(self, seeds_dir, encoder, annotator=None, progress=None, previous=None, found=None,
               full: bool = False) -> tuple[dict, BuildReport]:

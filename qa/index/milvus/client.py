@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -20,6 +21,7 @@ DEFAULT_PORT = 19530
 CONNECT_TIMEOUT = 5.0  # seconds to reach a server
 READ_TIMEOUT = 30.0
 WRITE_TIMEOUT = 300.0
+LITE_RELEASE_SECONDS = 60.0  # a builder that waited gives the last one this long to let go
 BATCH_ROWS = 1000  # rows per insert, upsert or get
 QUERY_LIMIT = 16_384  # Milvus's most rows for one query
 MAX_VARCHAR = 65535  # bytes, Milvus's limit for a VARCHAR field
@@ -113,7 +115,10 @@ def is_connection_error(error: BaseException) -> bool:
     return getattr(error, "code", None) == 2 or "connect" in text or "unavailable" in text
 
 
-def connect(target: MilvusURI):
+def connect(target: MilvusURI, patience: float = 0.0):
+    """The shared client for ``target``. ``patience``: seconds to keep trying to open a Milvus
+    Lite file that another process still holds (one that just finished building in it and is
+    letting go); 0 fails at once."""
     pymilvus = import_pymilvus()
     with _clients_lock:
         client = _clients.get(target.address)
@@ -126,19 +131,38 @@ def connect(target: MilvusURI):
                 raise QAError(f"a Milvus Lite store ({target.uri}) needs milvus-lite: "
                               f"{INSTALL_HINT}") from None
             Path(target.address).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # A connection of our own (pymilvus shares them by address otherwise): when the
-            # server goes away, it is dropped and the next call opens a fresh one.
-            client = pymilvus.MilvusClient(uri=target.address, timeout=CONNECT_TIMEOUT,
-                                           dedicated=True, **_client_options(target))
-        except Exception as e:  # noqa: BLE001 - any failure to connect is one message
-            if target.lite:
-                raise StoreUnavailable(
-                    f"cannot open Milvus Lite file {target.address} ({reason(e)}; Milvus Lite "
-                    "serves one process per file: is another process using it?)") from None
-            raise StoreUnavailable(f"cannot reach Milvus at {target.uri} ({reason(e)})") from None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                client = _open(pymilvus, target)
+                break
+            except StoreUnavailable:
+                if not target.lite or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
         _clients[target.address] = client
         return client
+
+
+def _open(pymilvus, target: MilvusURI):
+    try:
+        # A connection of our own (pymilvus shares them by address otherwise): when the
+        # server goes away, it is dropped and the next call opens a fresh one.
+        return pymilvus.MilvusClient(uri=target.address, timeout=CONNECT_TIMEOUT,
+                                     dedicated=True, **_client_options(target))
+    except Exception as e:  # noqa: BLE001 - any failure to connect is one message
+        if target.lite:
+            raise StoreUnavailable(
+                f"cannot open Milvus Lite file {target.address} ({reason(e)}; Milvus Lite "
+                "serves one process per file: is another process using it?)") from None
+        raise StoreUnavailable(f"cannot reach Milvus at {target.uri} ({reason(e)})") from None
+
+
+def lite_lock_path(target: MilvusURI) -> Path:
+    """The builders' lock file of a Milvus Lite database: beside it (the database is a
+    folder that Milvus Lite owns)."""
+    path = Path(target.address)
+    return path.with_name(f".{path.name}.build.lock")
 
 
 def _client_options(target: MilvusURI) -> dict:
