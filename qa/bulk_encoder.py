@@ -29,6 +29,10 @@ class BulkUnavailable(Exception):
     """This machine cannot run the build encoder fast (no torch, no native bf16)."""
 
 
+class NoNativeBf16(BulkUnavailable):
+    """The CPU has no native bf16 (AVX512-BF16 or AMX): bf16 would be emulated, slowly."""
+
+
 def token_batches(lengths: Sequence[int], tokens_per_batch: int = TOKENS_PER_BATCH,
                   max_batch: int = MAX_BATCH) -> list[np.ndarray]:
     """Indices of texts grouped into batches of similar token length, longest first; each
@@ -132,7 +136,7 @@ class TorchBulkEncoder:
         except ImportError as e:
             raise BulkUnavailable(f"torch or transformers missing ({e})") from None
         if dtype != "float32" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            raise BulkUnavailable("this CPU has no native bf16 (AVX512-BF16 or AMX)")
+            raise NoNativeBf16("this CPU has no native bf16 (AVX512-BF16 or AMX)")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.torch = torch
         self.dtype = dtype

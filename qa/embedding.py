@@ -7,8 +7,8 @@ unsupported model) or the ``QA_ENCODER_BACKEND=torch`` environment variable asks
 sentence-transformers model is used instead; both give the same vectors (cosine >= 0.9999).
 
 Builds encode many passages at once (``BULK_MIN_TEXTS`` or more) with the build encoder of
-``bulk_encoder``: torch with bf16 weights, on CPUs with native bf16 (AVX512-BF16 or AMX);
-its vectors agree with the fp32 ones to cosine >= 0.999 (docs/indexing-speed.md), so an index
+``bulk_encoder``: torch in token-length batches, with bf16 weights on CPUs with native bf16
+(AVX512-BF16 or AMX), else in fp32; its vectors agree with the fp32 ones to cosine >= 0.999 (docs/indexing-speed.md), so an index
 built with it is searched with the ONNX query encoder. $QA_BUILD_ENCODER picks it: "auto"
 (the default: bf16 where it is fast, else the backend above) or "standard" (never bf16).
 """
@@ -193,8 +193,9 @@ class Encoder:
 
     @property
     def bulk(self):
-        """The bf16 build encoder, or None where it is off, slow (no native bf16) or
-        unavailable (no torch); loaded on first use and checked against the fp32 probe."""
+        """The build encoder (bf16 where the CPU has native bf16, else fp32), or None where it
+        is off or unavailable (no torch); loaded on first use and checked against the fp32
+        probe."""
         if self.build_encoder != "auto" or self.backend == "torch":
             return None
         if self._bulk is None and self._bulk_failed is None:
@@ -207,7 +208,12 @@ class Encoder:
         from . import bulk_encoder
 
         try:
-            bulk = bulk_encoder.TorchBulkEncoder(self.path)
+            try:
+                bulk = bulk_encoder.TorchBulkEncoder(self.path)
+            except bulk_encoder.NoNativeBf16:
+                # fp32 in token-length batches, a batch a core, still beats the ONNX encoder
+                # (docs/indexing-speed.md, on a CPU with AVX2 only).
+                bulk = bulk_encoder.TorchBulkEncoder(self.path, dtype="float32")
         except bulk_encoder.BulkUnavailable as e:
             self._bulk_failed = str(e)
         except Exception as e:  # noqa: BLE001 - a build falls back to the standard encoder
@@ -219,7 +225,7 @@ class Encoder:
                 self._bulk = bulk
                 return
             self._bulk_failed = f"its probe vector is off (cosine {cosine:.5f})"
-        log.info("bf16 build encoder unavailable (%s); building with the standard encoder",
+        log.info("the build encoder is unavailable (%s); building with the standard encoder",
                  self._bulk_failed)
 
     # -- encoding --------------------------------------------------------------------------

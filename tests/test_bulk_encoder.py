@@ -120,3 +120,19 @@ def test_build_workers_run_below_the_callers_priority():
     assert out.shape == (39, 2) and len(seen) > 2
     assert set(seen) == {caller + 5}
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+
+
+def test_without_native_bf16_builds_encode_in_fp32(monkeypatch, fp32_reference):
+    real_init = bulk_encoder.TorchBulkEncoder.__init__
+
+    def init(self, path, dtype="bfloat16", **kwargs):
+        if dtype != "float32":
+            raise bulk_encoder.NoNativeBf16("no native bf16 (pretended)")
+        real_init(self, path, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(bulk_encoder.TorchBulkEncoder, "__init__", init)
+    monkeypatch.setattr(embedding_mod, "BULK_MIN_TEXTS", 10)
+    encoder = Encoder()
+    many = encoder.encode(SAMPLE)
+    assert encoder._bulk is not None and encoder._bulk.dtype == "float32"
+    assert np.sum(many * fp32_reference.encode(SAMPLE), axis=1).min() >= 0.9999
