@@ -1,8 +1,9 @@
 """Encoders for building an index: many passages at once, as fast as the cores allow.
 
 ``TorchBulkEncoder`` won the candidates measured by ``benchmarks/encoders.py``
-(docs/indexing-speed.md): torch with bf16 weights, one thread per batch and one batch per
-core. It gives L2-normalised float32 vectors of the same model, so an index built with it is
+(docs/indexing-speed.md): torch with bf16 weights (fp32 on a CPU without native bf16), one
+thread per batch and one batch per core, each at a lower priority than the questions a
+server answers meanwhile (``config.BUILD_NICENESS``). It gives L2-normalised float32 vectors of the same model, so an index built with it is
 searched with the ONNX query encoder.
 Batches are formed by token count: passages are sorted by their number of tokens and cut
 into batches of at most ``TOKENS_PER_BATCH`` padded tokens, so short passages go in big
@@ -50,7 +51,7 @@ def token_batches(lengths: Sequence[int], tokens_per_batch: int = TOKENS_PER_BAT
 def lower_priority(niceness: int) -> None:
     """Run the calling thread at ``niceness`` (Linux: per thread); elsewhere, or when refused,
     nothing changes."""
-    if niceness <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+    if niceness <= 0 or not hasattr(os, "setpriority"):
         return
     try:
         tid = threading.get_native_id()

@@ -8,9 +8,10 @@ sentence-transformers model is used instead; both give the same vectors (cosine 
 
 Builds encode many passages at once (``BULK_MIN_TEXTS`` or more) with the build encoder of
 ``bulk_encoder``: torch in token-length batches, with bf16 weights on CPUs with native bf16
-(AVX512-BF16 or AMX), else in fp32; its vectors agree with the fp32 ones to cosine >= 0.999 (docs/indexing-speed.md), so an index
-built with it is searched with the ONNX query encoder. $QA_BUILD_ENCODER picks it: "auto"
-(the default: bf16 where it is fast, else the backend above) or "standard" (never bf16).
+(AVX512-BF16 or AMX), else in fp32; its vectors agree with the fp32 ones to cosine >= 0.999
+(docs/indexing-speed.md), so an index built with it is searched with the ONNX query encoder.
+$QA_BUILD_ENCODER picks it: "auto" (the default: the build encoder where torch is installed,
+else the backend above) or "standard" (always the backend above).
 """
 
 from __future__ import annotations
